@@ -1,0 +1,30 @@
+/**
+ * The `causeway` executable. Parses argv and hands off to the chosen part's command module.
+ * Only this file and each part's `command.ts` read the environment, argv or files (DESIGN.md §6).
+ */
+import { Command, CommanderError } from 'commander';
+import { CausewayError, UserError, errorMessage } from './lib/errors.ts';
+
+const program = new Command('causeway')
+  .description('Zero-trust access to the Kubernetes API and private TCP services, without a VPN')
+  .version('0.1.0')
+  .showHelpAfterError()
+  .exitOverride();
+
+// Each part registers its own subcommands. (Registered below as the parts land.)
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) process.exit(err.exitCode);
+  if (err instanceof UserError) {
+    process.stderr.write(`causeway: ${err.message} (${err.code})\n`);
+    process.exit(2);
+  }
+  if (err instanceof CausewayError) {
+    process.stderr.write(`causeway: ${err.message} (${err.code})\n`);
+    process.exit(1);
+  }
+  process.stderr.write(`causeway: unexpected error: ${errorMessage(err)}\nThis is a bug; please report it with the command you ran.\n`);
+  process.exit(1);
+}
