@@ -10,11 +10,11 @@ import { promisify } from 'node:util';
 import type { Clock } from '../clock.ts';
 import { systemClock } from '../clock.ts';
 import { CausewayError, UserError } from '../errors.ts';
-import { DerError, TAG, children, derToPem, expectTag, pemToDer, raw, readTlv } from './der.ts';
+import { DerError, derToPem, pemToDer } from './der.ts';
 import { identityProblem, identityUrisFor } from './identity.ts';
 import { assertStrongKey, generateKeyPair, publicKeyFromCsr, publicKeyFromPem } from './keys.ts';
 import {
-  KEY_USAGE, OID, authorityKeyIdentifier, basicConstraints, buildCertificate, distinguishedName, extKeyUsage, keyIdentifier, keyUsage,
+  KEY_USAGE, OID, authorityKeyIdentifier, basicConstraints, buildCertificate, certificateSubject, distinguishedName, extKeyUsage, keyIdentifier, keyUsage,
   subjectAltName, subjectKeyIdentifier,
 } from './x509-build.ts';
 import {
@@ -72,15 +72,6 @@ function assertPassphrase(passphrase: string): void {
   }
 }
 
-/** The DER of the subject Name inside a certificate, byte for byte (used as the issuer of what we sign). */
-function subjectOf(certDer: Buffer): Buffer {
-  const cert = expectTag(readTlv(certDer, 0), TAG.SEQUENCE, 'Certificate');
-  const [tbs] = children(certDer, cert);
-  const fields = children(certDer, expectTag(tbs, TAG.SEQUENCE, 'TBSCertificate'));
-  const offset = fields[0]?.tag === 0xa0 ? 1 : 0;
-  return raw(certDer, expectTag(fields[offset + 4], TAG.SEQUENCE, 'subject'));
-}
-
 export class CertificateAuthority {
   /** The CA certificate, PEM. Distribute it freely: it is what every part trusts. */
   readonly certPem: string;
@@ -98,7 +89,7 @@ export class CertificateAuthority {
     this.certificate = new X509Certificate(der);
     this.notAfter = this.certificate.validToDate;
     this.#key = key;
-    this.#subject = subjectOf(der);
+    this.#subject = certificateSubject(der);
     this.#keyId = keyIdentifier(createPublicKey(key).export({ type: 'spki', format: 'der' }));
     this.#clock = clock;
   }

@@ -7,7 +7,7 @@ import type { KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
 import {
   TAG, bitString, bitStringBytes, boolean, children, contextTag, expectTag, integer, integerFromBytes, nullValue,
-  octetString, oid, readTlv, sequence, set, time, tlv, utf8String,
+  octetString, oid, raw, readTlv, sequence, set, time, tlv, utf8String,
 } from './der.ts';
 
 export const OID = {
@@ -145,6 +145,15 @@ export function subjectKeyIdentifier(keyId: Buffer): ExtensionSpec {
 
 export function authorityKeyIdentifier(keyId: Buffer): ExtensionSpec {
   return { oid: OID.authorityKeyIdentifier, critical: false, value: sequence(contextTag(0, keyId, false)) };
+}
+
+/** The DER of the subject Name inside a certificate, byte for byte (the issuer of what that CA signs). */
+export function certificateSubject(certDer: Buffer): Buffer {
+  const cert = expectTag(readTlv(certDer, 0), TAG.SEQUENCE, 'Certificate');
+  const [tbs] = children(certDer, cert);
+  const fields = children(certDer, expectTag(tbs, TAG.SEQUENCE, 'TBSCertificate'));
+  const offset = fields[0]?.tag === 0xa0 ? 1 : 0;
+  return raw(certDer, expectTag(fields[offset + 4], TAG.SEQUENCE, 'subject'));
 }
 
 export interface CertificateParts {
