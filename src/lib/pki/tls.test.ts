@@ -43,7 +43,7 @@ async function handshake(serverOptions: TlsOptions, clientOptions: ConnectionOpt
       data += chunk;
     });
     const closed = new Promise((resolve) => client.once('close', resolve));
-    client.on('error', (err) => {
+    client.on('error', (err: Error) => {
       clientError = err;
     });
     await closed;
@@ -93,7 +93,7 @@ const HOUR = 3_600_000;
 /** A hostile client does not hold itself to our security level. */
 const ATTACKER_CIPHERS = 'DEFAULT@SECLEVEL=0';
 
-describe('mutual TLS between parts', () => {
+void describe('mutual TLS between parts', () => {
   let ca: CertificateAuthority;
   let edge: { certPem: string; keyPem: string; caPem: string };
   let trust: { certPem: string; keyPem: string };
@@ -108,13 +108,13 @@ describe('mutual TLS between parts', () => {
   const clientOpts = (cert: { certPem: string; keyPem: string }, extra: Partial<Parameters<typeof mtlsClientOptions>[0]> = {}): ConnectionOptions =>
     mtlsClientOptions({ caPem: ca.certPem, certPem: cert.certPem, keyPem: cert.keyPem, servername: 'mykube.corp.example.com', expectServerType: 'access-tier', ...extra });
 
-  test('a trust certificate reaches an access tier over TLS 1.3 with the service domain as SNI', async () => {
+  void test('a trust certificate reaches an access tier over TLS 1.3 with the service domain as SNI', async () => {
     const result = await handshake(serverOpts(), clientOpts(trust, { expectServerName: 'edge-1' }));
     assert.equal(result.ok, true, String(result.clientError ?? result.serverError));
     assert.equal(result.serverSawPeer, true);
   });
 
-  test('the server options allow TLS 1.3 only and require a client certificate', () => {
+  void test('the server options allow TLS 1.3 only and require a client certificate', () => {
     const o = serverOpts();
     assert.equal(o.minVersion, 'TLSv1.3');
     assert.equal(o.maxVersion, 'TLSv1.3');
@@ -123,18 +123,18 @@ describe('mutual TLS between parts', () => {
     assert.equal(o.ca, ca.certPem);
   });
 
-  test('AT-01 a client without a certificate is refused at the handshake', async () => {
+  void test('AT-01 a client without a certificate is refused at the handshake', async () => {
     const result = await handshake(serverOpts(), mtlsClientOptions({ caPem: ca.certPem, expectServerType: 'access-tier' }));
     assert.equal(result.ok, false);
     assert.equal(result.serverSawPeer, false);
   });
 
-  test('a TLS 1.2 client is refused', async () => {
+  void test('a TLS 1.2 client is refused', async () => {
     const result = await handshake(serverOpts(), { ...clientOpts(trust), minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2' });
     assert.equal(result.ok, false);
   });
 
-  test('CA-01 an expired client certificate is refused at the handshake', async () => {
+  void test('CA-01 an expired client certificate is refused at the handshake', async () => {
     const clock = { now: () => Date.now() - 10 * HOUR };
     const past = await CertificateAuthority.load(ca.exportEncrypted('pw'), 'pw', { clock });
     const expired = await issueKeyAndCert(past, { type: 'trust', identity: { user: 'alice', device: 'laptop-1' } });
@@ -146,7 +146,7 @@ describe('mutual TLS between parts', () => {
     assert.equal(await verifyErrorFor(serverOpts(), client), 'CERT_HAS_EXPIRED');
   });
 
-  test('CA-01 a client certificate not yet valid beyond the skew is refused at the handshake', async () => {
+  void test('CA-01 a client certificate not yet valid beyond the skew is refused at the handshake', async () => {
     const clock = { now: () => Date.now() + HOUR };
     const future = await CertificateAuthority.load(ca.exportEncrypted('pw'), 'pw', { clock });
     const early = await issueKeyAndCert(future, { type: 'trust', identity: { user: 'alice', device: 'laptop-1' } });
@@ -157,7 +157,7 @@ describe('mutual TLS between parts', () => {
     assert.equal(await verifyErrorFor(serverOpts(), client), 'CERT_NOT_YET_VALID');
   });
 
-  test('CA-01 a certificate from an issuer whose clock runs 3 minutes ahead is usable at once (backdated notBefore)', async () => {
+  void test('CA-01 a certificate from an issuer whose clock runs 3 minutes ahead is usable at once (backdated notBefore)', async () => {
     const clock = { now: () => Date.now() + 3 * 60_000 };
     const ahead = await CertificateAuthority.load(ca.exportEncrypted('pw'), 'pw', { clock });
     const cert = await issueKeyAndCert(ahead, { type: 'trust', identity: { user: 'alice', device: 'laptop-1' } });
@@ -165,7 +165,7 @@ describe('mutual TLS between parts', () => {
     assert.equal(result.ok, true, String(result.clientError ?? result.serverError));
   });
 
-  test('CA-01 an expired server certificate is refused by the client', async () => {
+  void test('CA-01 an expired server certificate is refused by the client', async () => {
     const clock = { now: () => Date.now() - 30 * HOUR };
     const past = await CertificateAuthority.load(ca.exportEncrypted('pw'), 'pw', { clock });
     const oldEdge = await issueKeyAndCert(past, { type: 'access-tier', identity: { name: 'edge-1' } });
@@ -174,7 +174,7 @@ describe('mutual TLS between parts', () => {
     assert.match(String(result.clientError?.message), /expired/i);
   });
 
-  test('CA-02 a client certificate from another CA with the same names is refused at the handshake', async () => {
+  void test('CA-02 a client certificate from another CA with the same names is refused at the handshake', async () => {
     const impostor = await CertificateAuthority.create();
     assert.equal(impostor.certificate.subject, ca.certificate.subject);
     const fake = await issueKeyAndCert(impostor, { type: 'trust', identity: { user: 'alice', device: 'laptop-1' } });
@@ -185,7 +185,7 @@ describe('mutual TLS between parts', () => {
     assert.equal(await verifyErrorFor(serverOpts(), client), 'UNABLE_TO_VERIFY_LEAF_SIGNATURE');
   });
 
-  test('CA-02 CN-08 a server certificate from another CA with the same names is refused by the client', async () => {
+  void test('CA-02 CN-08 a server certificate from another CA with the same names is refused by the client', async () => {
     const impostor = await CertificateAuthority.create();
     const fakeEdge = await issueKeyAndCert(impostor, { type: 'access-tier', identity: { name: 'edge-1' } });
     const result = await handshake(mtlsServerOptions({ caPem: impostor.certPem, certPem: fakeEdge.certPem, keyPem: fakeEdge.keyPem }), clientOpts(trust));
@@ -193,27 +193,27 @@ describe('mutual TLS between parts', () => {
     assert.match(String(result.clientError?.message), /certificate/i);
   });
 
-  test('CA-03 a server certificate of the wrong type is refused by the client check', async () => {
+  void test('CA-03 a server certificate of the wrong type is refused by the client check', async () => {
     const kubeProxy = await issueKeyAndCert(ca, { type: 'kube-proxy', identity: { name: 'edge-1' }, ipAddresses: ['127.0.0.1'] });
     const result = await handshake(mtlsServerOptions({ caPem: ca.certPem, certPem: kubeProxy.certPem, keyPem: kubeProxy.keyPem }), clientOpts(trust));
     assert.equal(result.ok, false);
     assert.match(String(result.clientError?.message), /kube-proxy certificate was presented where access-tier is required/);
   });
 
-  test('CA-03 a server certificate with only clientAuth (a connector certificate) is refused by the client', async () => {
+  void test('CA-03 a server certificate with only clientAuth (a connector certificate) is refused by the client', async () => {
     const connector = await issueKeyAndCert(ca, { type: 'connector', identity: { name: 'dc1' } });
     const result = await handshake(mtlsServerOptions({ caPem: ca.certPem, certPem: connector.certPem, keyPem: connector.keyPem }), clientOpts(trust, { expectServerType: ['access-tier', 'connector'] }));
     assert.equal(result.ok, false);
     assert.match(String(result.clientError?.message), /purpose/i);
   });
 
-  test('the client refuses an access tier whose name URI is not the expected one', async () => {
+  void test('the client refuses an access tier whose name URI is not the expected one', async () => {
     const result = await handshake(serverOpts(), clientOpts(trust, { expectServerName: 'edge-2' }));
     assert.equal(result.ok, false);
     assert.match(String(result.clientError?.message), /not "edge-2"/);
   });
 
-  test('CA-07 a client certificate signed with SHA-1 is refused at the handshake', async () => {
+  void test('CA-07 a client certificate signed with SHA-1 is refused at the handshake', async () => {
     const weak = forgeCertificate({ ca, hash: 'sha1', ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.trust], uris: ['causeway://user/alice', 'causeway://device/laptop-1'] });
     const client = { ...clientOpts(weak), ciphers: ATTACKER_CIPHERS };
     const result = await handshake(serverOpts(), client);
@@ -223,13 +223,13 @@ describe('mutual TLS between parts', () => {
     assert.equal(await verifyErrorFor(serverOpts(), client), 'UNSPECIFIED');
   });
 
-  test('CA-07 the same forged certificate signed with SHA-256 is accepted, so only the digest made the difference', async () => {
+  void test('CA-07 the same forged certificate signed with SHA-256 is accepted, so only the digest made the difference', async () => {
     const strong = forgeCertificate({ ca, hash: 'sha256', ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.trust], uris: ['causeway://user/alice', 'causeway://device/laptop-1'] });
     const result = await handshake(serverOpts(), { ...clientOpts(strong), ciphers: ATTACKER_CIPHERS });
     assert.equal(result.ok, true, String(result.clientError ?? result.serverError));
   });
 
-  test('CA-07 a client certificate with an RSA-1024 key is refused at the handshake', async () => {
+  void test('CA-07 a client certificate with an RSA-1024 key is refused at the handshake', async () => {
     const weak = forgeCertificate({ ca, rsaBits: 1024, ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.trust], uris: ['causeway://user/alice', 'causeway://device/laptop-1'] });
     const client = { ...clientOpts(weak), ciphers: ATTACKER_CIPHERS };
     const result = await handshake(serverOpts(), client);
@@ -238,7 +238,7 @@ describe('mutual TLS between parts', () => {
     assert.equal(await verifyErrorFor(serverOpts(), client), 'UNSPECIFIED');
   });
 
-  test('the server hands checkPeerCertificate a native certificate that identifies the trust cert holder', async () => {
+  void test('the server hands checkPeerCertificate a native certificate that identifies the trust cert holder', async () => {
     let seen: ReturnType<typeof checkPeerCertificate> | undefined;
     const server = createServer(serverOpts(), (socket) => {
       seen = checkPeerCertificate(socket.getPeerX509Certificate(), 'trust');
