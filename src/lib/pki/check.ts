@@ -84,7 +84,15 @@ function check(cert: X509Certificate, expected: CertType | readonly CertType[], 
   if (problem !== undefined) return fail('cert-malformed', problem);
 
   const identity: PeerIdentity = { ...parsed.identity, type, serial: cert.serialNumber, notBefore, notAfter, fingerprint256: cert.fingerprint256 };
-  const reason = opts.isRevoked?.(identity.serial, identity);
-  if (reason !== undefined) return fail('cert-revoked', `the certificate is revoked: ${reason}`);
+  if (opts.isRevoked !== undefined) {
+    let reason: string | undefined;
+    try {
+      reason = opts.isRevoked(identity.serial, identity);
+    } catch {
+      // Fail closed: unknown revocation state is treated as revoked.
+      return fail('cert-revoked', 'the revocation state could not be checked');
+    }
+    if (reason !== undefined) return fail('cert-revoked', `the certificate is revoked: ${reason}`);
+  }
   return { ok: true, identity };
 }
