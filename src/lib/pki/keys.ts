@@ -35,6 +35,9 @@ export function assertStrongKey(key: KeyObject): void {
 
 /** SPKI DER of a public key PEM, after the strength check. */
 export function publicKeyFromPem(publicKeyPem: string): Buffer {
+  if (typeof publicKeyPem !== 'string' || publicKeyPem.includes('PRIVATE KEY')) {
+    throw new UserError('CERT_BAD_PUBLIC_KEY', 'Expected a public key PEM; never send private keys to the issuer.');
+  }
   let key: KeyObject;
   try {
     key = createPublicKey({ key: publicKeyPem, format: 'pem' });
