@@ -24,7 +24,7 @@ export interface RunInfo {
   failures: string[];
 }
 
-const COLUMNS: readonly Column[] = ['direct', 'stunnel', 'nginx', 'causeway'];
+const COLUMNS: readonly Column[] = ['direct', 'stunnel', 'stunnel-1hop', 'nginx', 'causeway'];
 
 export function evaluate(metric: Metric): Row {
   const value = metric.values.causeway;
@@ -58,7 +58,7 @@ function cell(value: number | undefined, digits: number): string {
 
 /** The markdown report: a header saying what ran, the table, then notes. */
 export function markdown(rows: readonly Row[], info: RunInfo): string {
-  const used = COLUMNS.filter((c) => c !== 'nginx' || rows.some((r) => r.metric.values[c] !== undefined));
+  const used = COLUMNS.filter((c) => c === 'direct' || c === 'stunnel' || c === 'causeway' || rows.some((r) => r.metric.values[c] !== undefined));
   const lines: string[] = [];
   lines.push(`# Causeway benchmark, ${info.startedAt}${info.mode === 'quick' ? ' (quick)' : ''}`, '');
   lines.push(`Node ${String(info.machine['node'])}, ${String(info.machine['cpus'])} CPUs (${String(info.machine['cpuModel'])}), load average at start ${String(info.machine['loadAverage'])}. Suites: ${info.suites.join(', ')}.`, '');

@@ -90,11 +90,14 @@ try {
     const stunnel = await ensureProgram({ command: 'stunnel', debianPackage: 'stunnel4', versionArgs: ['-version'], versionPattern: /stunnel \d+\.\d+/ }, log);
     if (!stunnel.available) {
       unavailable.set('stunnel', stunnel.reason);
+      unavailable.set('stunnel-1hop', stunnel.reason);
       log(`  stunnel baseline skipped: ${stunnel.reason}`);
     } else {
-      const target = await startStunnelTarget({ stunnelPath: stunnel.path, version: stunnel.version, backend, pki: baselinePki(), group, dir: mkdirIn(dir, 'stunnel') });
-      targets.push(target);
-      descriptions['stunnel'] = target.description;
+      for (const hops of [2, 1] as const) {
+        const target = await startStunnelTarget({ stunnelPath: stunnel.path, version: stunnel.version, backend, pki: baselinePki(), group, dir: mkdirIn(dir, 'stunnel'), hops });
+        targets.push(target);
+        descriptions[target.name] = target.description;
+      }
     }
   }
   if (needs.has('nginx')) {

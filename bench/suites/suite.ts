@@ -56,7 +56,7 @@ export interface Sizes {
 
 export interface SuiteContext {
   readonly sizes: Sizes;
-  /** The targets that started, always in the order direct, stunnel, causeway. */
+  /** The targets that started, always in the order direct, stunnel, stunnel-1hop, causeway. */
   readonly targets: readonly Target[];
   /** Why a wanted target or baseline is missing (e.g. stunnel could not be installed). */
   readonly unavailable: ReadonlyMap<Column, string>;

@@ -11,6 +11,10 @@
  * Every new client connection costs two TLS handshakes here (stunnel's client side resumes TLS
  * sessions by default, as an operator would run it); in Causeway the connector's tunnel is long-lived,
  * so a new connection costs one handshake plus an HTTP/2 stream.
+ *
+ * With `hops: 1` the same code starts the classic pair instead (entry → exit, one TLS hop, two
+ * processes): not the baseline, but the setup behind the "stunnel pair" figures people quote, shown
+ * beside it so the choice of reading is visible in every report.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -31,15 +35,18 @@ export async function startStunnelTarget(options: {
   pki: BaselinePki;
   group: ProcessGroup;
   dir: string;
+  /** 2: entry → middle → exit (the baseline); 1: entry → exit, the classic pair (context only). */
+  hops: 1 | 2;
 }): Promise<Target> {
-  const { backend, pki, group, dir } = options;
+  const { backend, pki, group, dir, hops } = options;
   const entryCert = pki.leaf(ENTRY);
   const middleCert = pki.leaf(MIDDLE);
   const exitCert = pki.leaf(EXIT);
+  const prefix = hops === 2 ? 'stunnel' : 'stunnel-1hop';
 
   const ports = new Map<BackendService, { entry: number; middle: number; exit: number; unix: string }>();
   for (const service of BACKEND_SERVICES) {
-    ports.set(service, { entry: await freePort(), middle: await freePort(), exit: await freePort(), unix: join(dir, `stunnel-${service}.sock`) });
+    ports.set(service, { entry: await freePort(), middle: await freePort(), exit: await freePort(), unix: join(dir, `${prefix}-${service}.sock`) });
   }
 
   const global = ['foreground = yes', 'pid =', 'syslog = no', 'debug = warning', ''];
@@ -54,8 +61,9 @@ export async function startStunnelTarget(options: {
   const middle: string[] = [...global];
   const exit: string[] = [...global];
   for (const [service, p] of ports) {
-    entry.push(`[${service}]`, 'client = yes', `accept = 127.0.0.1:${p.entry}`, `connect = 127.0.0.1:${p.middle}`,
-      `cert = ${entryCert.certFile}`, `key = ${entryCert.keyFile}`, ...tls(MIDDLE),
+    const entryNext = hops === 2 ? { port: p.middle, peer: MIDDLE } : { port: p.exit, peer: EXIT };
+    entry.push(`[${service}]`, 'client = yes', `accept = 127.0.0.1:${p.entry}`, `connect = 127.0.0.1:${entryNext.port}`,
+      `cert = ${entryCert.certFile}`, `key = ${entryCert.keyFile}`, ...tls(entryNext.peer),
       'socket = l:TCP_NODELAY=1', 'socket = r:TCP_NODELAY=1', '');
     middle.push(`[${service}-in]`, `accept = 127.0.0.1:${p.middle}`, `connect = ${p.unix}`,
       `cert = ${middleCert.certFile}`, `key = ${middleCert.keyFile}`, ...tls(undefined),
@@ -70,27 +78,30 @@ export async function startStunnelTarget(options: {
 
   const relays: Relay[] = [];
   const start = (role: string, lines: string[]): Relay => {
-    const conf = join(dir, `${role}.conf`);
+    const name = `${prefix}-${role}`;
+    const conf = join(dir, `${name}.conf`);
     writeFileSync(conf, lines.join('\n'));
-    const process = group.start({ name: role, command: options.stunnelPath, args: [conf], logFile: join(dir, `${role}.log`) });
-    const relay = { role, process };
+    const process = group.start({ name, command: options.stunnelPath, args: [conf], logFile: join(dir, `${name}.log`) });
+    const relay = { role: name, process };
     relays.push(relay);
     return relay;
   };
   // Start from the backend side so each hop's next hop already listens.
-  const exitRelay = start('stunnel-exit', exit);
-  const middleRelay = start('stunnel-middle', middle);
-  const entryRelay = start('stunnel-entry', entry);
+  const exitRelay = start('exit', exit);
+  const middleRelay = hops === 2 ? start('middle', middle) : undefined;
+  const entryRelay = start('entry', entry);
   for (const p of ports.values()) {
     await exitRelay.process.waitForListening(p.exit);
-    await middleRelay.process.waitForListening(p.middle);
+    if (middleRelay !== undefined) await middleRelay.process.waitForListening(p.middle);
     await entryRelay.process.waitForListening(p.entry);
   }
 
   return {
-    name: 'stunnel',
-    description: `client → stunnel entry ═mTLS═> stunnel middle ═mTLS═> stunnel exit → backend (${options.version}, three processes, TLS 1.3, ECDSA P-256)`,
-    relays: [entryRelay, middleRelay, exitRelay],
+    name: hops === 2 ? 'stunnel' : 'stunnel-1hop',
+    description: hops === 2
+      ? `client → stunnel entry ═mTLS═> stunnel middle ═mTLS═> stunnel exit → backend (${options.version}, three processes, TLS 1.3, ECDSA P-256); the baseline`
+      : `client → stunnel entry ═mTLS═> stunnel exit → backend (${options.version}, the classic two-process pair with one TLS hop); context only`,
+    relays: [...relays].reverse(),
     endpoint(service: BackendService): Endpoint {
       return { host: '127.0.0.1', port: ports.get(service)!.entry };
     },

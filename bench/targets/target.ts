@@ -5,7 +5,7 @@
  */
 import type { BenchProcess } from '../processes.ts';
 
-export type TargetName = 'direct' | 'stunnel' | 'causeway';
+export type TargetName = 'direct' | 'stunnel' | 'stunnel-1hop' | 'causeway';
 
 /** What the backend offers; each target gives one entry point per backend service. */
 export type BackendService = 'sink' | 'source' | 'http';
