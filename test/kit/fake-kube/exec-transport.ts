@@ -1,9 +1,21 @@
+/**
+ * exec over the Kubernetes WebSocket channel protocols (v5.channel.k8s.io, v4.channel.k8s.io):
+ * each binary message starts with a channel byte (0 stdin, 1 stdout, 2 stderr, 3 error/status,
+ * 4 resize); v5 adds 255 [channel] to close one channel (stdin EOF). The transport maps channels
+ * onto ExecStreams, so SPDY exec (refused for now) only needs its own mapping.
+ */
 import type { IncomingMessage } from 'node:http';
+import { PassThrough, Writable } from 'node:stream';
 import type { Duplex } from 'node:stream';
-import type { UpgradeContext } from './server.ts';
+import { runFakeCommand, resultStatus } from './exec.ts';
+import type { ExecResult, ExecStreams, ExecTarget } from './exec.ts';
+import { resolveContainer } from './logs.ts';
 import { refuseUpgrade } from './server.ts';
+import type { UpgradeContext } from './server.ts';
 import { failure } from './status.ts';
-import type { FakeKubeUser } from './types.ts';
+import type { FakeKubeUser, RecordedExec } from './types.ts';
+import { acceptWebSocket, checkHandshake, CloseCode, isWebSocketUpgrade, parseSubprotocols } from './websocket.ts';
+import type { WebSocketConnection } from './websocket.ts';
 
 export interface UpgradeTarget {
   req: IncomingMessage;
@@ -15,6 +27,145 @@ export interface UpgradeTarget {
   user: FakeKubeUser;
 }
 
-export function handleExecUpgrade(_ctx: UpgradeContext, target: UpgradeTarget): void {
-  refuseUpgrade(target.socket, failure(501, 'NotImplemented', 'exec is coming in the next commit'));
+/** Channel protocols we speak, most preferred first. */
+export const EXEC_WEBSOCKET_PROTOCOLS = ['v5.channel.k8s.io', 'v4.channel.k8s.io'] as const;
+
+const Channel = { Stdin: 0, Stdout: 1, Stderr: 2, Error: 3, Resize: 4, Close: 255 } as const;
+
+function flag(query: URLSearchParams, name: string): boolean {
+  const v = query.get(name);
+  return v === 'true' || v === '1';
+}
+
+export interface ExecRequest {
+  target: ExecTarget;
+  command: string[];
+  stdin: boolean;
+  stdout: boolean;
+  stderr: boolean;
+  tty: boolean;
+}
+
+/** Validates the exec query the way the API server does; returns a refusal Status on error. */
+export function parseExecRequest(ctx: UpgradeContext, target: UpgradeTarget): ExecRequest | ReturnType<typeof failure> {
+  const command = target.query.getAll('command');
+  if (command.length === 0) return failure(400, 'BadRequest', 'you must specify at least 1 command');
+  const tty = flag(target.query, 'tty');
+  const request = {
+    command,
+    stdin: flag(target.query, 'stdin'),
+    stdout: flag(target.query, 'stdout'),
+    // With a terminal, stderr is merged into stdout.
+    stderr: flag(target.query, 'stderr') && !tty,
+    tty,
+  };
+  if (!request.stdin && !request.stdout && !flag(target.query, 'stderr')) return failure(400, 'BadRequest', 'you must specify at least one of stdin, stdout, stderr');
+  const resolved = resolveContainer(ctx.store, target.namespace, target.pod, target.query.get('container'));
+  if ('status' in resolved) return resolved.status;
+  return { ...request, target: { namespace: target.namespace, pod: target.pod, container: resolved.container } };
+}
+
+export function handleExecUpgrade(ctx: UpgradeContext, target: UpgradeTarget): void {
+  const parsed = parseExecRequest(ctx, target);
+  if ('code' in parsed) {
+    refuseUpgrade(target.socket, parsed);
+    return;
+  }
+  if (!isWebSocketUpgrade(target.req)) {
+    // kubectl falls back to SPDY/3.1 when the WebSocket upgrade fails or
+    // KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false; the fake does not speak SPDY exec yet.
+    refuseUpgrade(target.socket, failure(400, 'BadRequest', 'exec over SPDY/3.1 is not supported by the fake API server; use the WebSocket protocols (v5.channel.k8s.io, v4.channel.k8s.io)'));
+    return;
+  }
+  const problem = checkHandshake(target.req);
+  if (problem !== undefined) {
+    refuseUpgrade(target.socket, failure(400, 'BadRequest', problem));
+    return;
+  }
+  const offered = parseSubprotocols(target.req.headers['sec-websocket-protocol']);
+  const protocol = EXEC_WEBSOCKET_PROTOCOLS.find((p) => offered.includes(p));
+  if (protocol === undefined) {
+    refuseUpgrade(target.socket, failure(400, 'BadRequest', `none of the offered subprotocols [${offered.join(', ')}] is supported; supported: ${EXEC_WEBSOCKET_PROTOCOLS.join(', ')}`));
+    return;
+  }
+  const ws = acceptWebSocket(target.req, target.socket, target.head, protocol);
+  const record: RecordedExec = {
+    namespace: parsed.target.namespace,
+    pod: parsed.target.pod,
+    container: parsed.target.container,
+    command: parsed.command,
+    tty: parsed.tty,
+    stdin: parsed.stdin,
+    transport: 'websocket',
+    protocol,
+    user: target.user,
+    time: Date.now(),
+  };
+  ctx.execs.push(record);
+  void serveExecOverWebSocket(ctx, ws, parsed, record);
+}
+
+/** A Writable that sends each chunk as one message on a channel. */
+function channelWriter(ws: WebSocketConnection, channel: number): Writable {
+  return new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      if (!ws.isOpen) {
+        callback();
+        return;
+      }
+      const ok = ws.send(Buffer.concat([Buffer.of(channel), chunk]));
+      if (ok) callback();
+      else ws.socket.once('drain', () => callback());
+    },
+  });
+}
+
+async function serveExecOverWebSocket(ctx: UpgradeContext, ws: WebSocketConnection, request: ExecRequest, record: RecordedExec): Promise<void> {
+  const gone = new AbortController();
+  const onServerClose = (): void => gone.abort();
+  ctx.signal.addEventListener('abort', onServerClose);
+  ws.on('close', () => gone.abort());
+
+  const stdin = request.stdin ? new PassThrough() : null;
+  const io: ExecStreams = {
+    stdin,
+    stdout: request.stdout ? channelWriter(ws, Channel.Stdout) : null,
+    stderr: request.stderr ? channelWriter(ws, Channel.Stderr) : null,
+    tty: request.tty,
+    signal: gone.signal,
+  };
+  const v5 = ws.protocol === 'v5.channel.k8s.io';
+  ws.on('message', (data, binary) => {
+    if (!binary || data.length === 0) return;
+    const channel = data[0]!;
+    const body = data.subarray(1);
+    if (channel === Channel.Stdin) {
+      if (stdin !== null && !stdin.writableEnded) stdin.write(body);
+    } else if (channel === Channel.Close && v5) {
+      if (body[0] === Channel.Stdin) stdin?.end();
+    } else if (channel === Channel.Resize) {
+      ctx.logger.debug({ size: body.toString() }, 'fake-kube: exec terminal resize');
+    }
+  });
+  gone.signal.addEventListener('abort', () => {
+    if (stdin !== null && !stdin.writableEnded) stdin.end();
+  });
+
+  let result: ExecResult;
+  try {
+    result = await runFakeCommand(request.command, io, request.target);
+  } catch (err) {
+    ctx.logger.error({ err }, 'fake-kube: exec command failed');
+    result = { error: 'the fake runtime failed' };
+  }
+  // Let buffered output go out before the status.
+  await Promise.all([io.stdout, io.stderr].map((w) => (w === null ? undefined : new Promise<void>((resolve) => w.end(resolve)))));
+  ctx.signal.removeEventListener('abort', onServerClose);
+  if (!ws.isOpen) {
+    record.exitCode = null;
+    return;
+  }
+  record.exitCode = 'exitCode' in result ? result.exitCode : null;
+  ws.send(Buffer.concat([Buffer.of(Channel.Error), Buffer.from(JSON.stringify(resultStatus(request.command, result)))]));
+  ws.close(CloseCode.Normal);
 }
