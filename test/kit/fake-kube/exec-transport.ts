@@ -137,7 +137,7 @@ async function serveExecOverWebSocket(ctx: UpgradeContext, ws: WebSocketConnecti
   const v5 = ws.protocol === 'v5.channel.k8s.io';
   ws.on('message', (data, binary) => {
     if (!binary || data.length === 0) return;
-    const channel = data[0]!;
+    const channel = data[0];
     const body = data.subarray(1);
     if (channel === Channel.Stdin) {
       if (stdin !== null && !stdin.writableEnded) stdin.write(body);
@@ -159,7 +159,8 @@ async function serveExecOverWebSocket(ctx: UpgradeContext, ws: WebSocketConnecti
     result = { error: 'the fake runtime failed' };
   }
   // Let buffered output go out before the status.
-  await Promise.all([io.stdout, io.stderr].map((w) => (w === null ? undefined : new Promise<void>((resolve) => w.end(resolve)))));
+  const writers = [io.stdout, io.stderr].filter((w) => w !== null);
+  await Promise.all(writers.map((w) => new Promise<void>((resolve) => w.end(resolve))));
   ctx.signal.removeEventListener('abort', onServerClose);
   if (!ws.isOpen) {
     record.exitCode = null;

@@ -123,7 +123,7 @@ export function splitWords(line: string): string[] {
   const words: string[] = [];
   const re = /"((?:[^"\\]|\\.)*)"|'([^']*)'|(\S+)/g;
   let m: RegExpExecArray | null;
-  while ((m = re.exec(line)) !== null) words.push(m[1]?.replace(/\\(.)/g, '$1') ?? m[2] ?? m[3]!);
+  while ((m = re.exec(line)) !== null) words.push(m[1]?.replace(/\\(.)/g, '$1') ?? m[2] ?? m[3]);
   return words;
 }
 
@@ -134,14 +134,14 @@ async function shell(args: string[], io: ExecStreams, target: ExecTarget, name: 
     return { exitCode: 2 };
   }
   let last: ExecResult = { exitCode: 0 };
-  for (const statement of args[1]!.split(/[;\n]/)) {
+  for (const statement of args[1].split(/[;\n]/)) {
     const words = splitWords(statement);
     if (words.length === 0) continue;
     if (words[0] === 'exit') {
       const code = words[1] === undefined ? ('exitCode' in last ? last.exitCode : 1) : Number(words[1]);
       return { exitCode: Number.isInteger(code) ? code & 0xff : 2 };
     }
-    const command = commands[words[0]!];
+    const command = commands[words[0]];
     if (command === undefined) {
       write(io.stderr, `${name}: ${words[0]}: not found\n`, io.tty);
       last = { exitCode: 127 };

@@ -67,7 +67,7 @@ export function encodeFrame(opcode: number, payload: Buffer, options: EncodeOpti
   if (key === undefined) return Buffer.concat([header, payload]);
   key.copy(header, 2 + lenBytes);
   const masked = Buffer.allocUnsafe(len);
-  for (let i = 0; i < len; i++) masked[i] = payload[i]! ^ key[i & 3]!;
+  for (let i = 0; i < len; i++) masked[i] = payload[i] ^ key[i & 3];
   return Buffer.concat([header, masked]);
 }
 
@@ -121,11 +121,11 @@ export class FrameParser {
   private next(): WsFrame | WsProtocolError | undefined {
     const b = this.buffer;
     if (b.length < 2) return undefined;
-    const fin = (b[0]! & 0x80) !== 0;
-    const rsv = (b[0]! >> 4) & 0x07;
-    const opcode = b[0]! & 0x0f;
-    const masked = (b[1]! & 0x80) !== 0;
-    let len = b[1]! & 0x7f;
+    const fin = (b[0] & 0x80) !== 0;
+    const rsv = (b[0] >> 4) & 0x07;
+    const opcode = b[0] & 0x0f;
+    const masked = (b[1] & 0x80) !== 0;
+    let len = b[1] & 0x7f;
     let offset = 2;
     if (rsv !== 0) return { code: CloseCode.ProtocolError, message: 'reserved bits set without a negotiated extension' };
     if (![0x0, 0x1, 0x2, 0x8, 0x9, 0xa].includes(opcode)) return { code: CloseCode.ProtocolError, message: `unknown opcode ${opcode}` };
@@ -152,7 +152,7 @@ export class FrameParser {
     if (masked) {
       const key = b.subarray(keyOffset, keyOffset + 4);
       const out = Buffer.allocUnsafe(len);
-      for (let i = 0; i < len; i++) out[i] = payload[i]! ^ key[i & 3]!;
+      for (let i = 0; i < len; i++) out[i] = payload[i] ^ key[i & 3];
       payload = out;
     } else {
       payload = Buffer.from(payload);
@@ -317,7 +317,7 @@ export class WebSocketConnection extends EventEmitter<WebSocketEvents> {
     }
     this.fragments.push(frame.payload);
     if (!frame.fin) return;
-    const data = this.fragments.length === 1 ? this.fragments[0]! : Buffer.concat(this.fragments);
+    const data = this.fragments.length === 1 ? this.fragments[0] : Buffer.concat(this.fragments);
     const binary = this.fragmentOpcode === Opcode.Binary;
     this.fragments = [];
     this.fragmentOpcode = 0;
