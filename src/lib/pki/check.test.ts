@@ -1,10 +1,12 @@
 import { test, describe, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, generateKeyPairSync } from 'node:crypto';
 import { CertificateAuthority, issueKeyAndCert } from './authority.ts';
 import { checkPeerCertificate } from './check.ts';
 import type { PeerCheck } from './check.ts';
+import { derToPem } from './der.ts';
 import { forgeCertificate } from './forge.testing.ts';
+import { KEY_USAGE, OID, basicConstraints, buildCertificate, distinguishedName, keyIdentifier, keyUsage, subjectKeyIdentifier } from './x509-build.ts';
 import { CERT_TYPES, EKU_CLIENT_AUTH, EKU_SERVER_AUTH, TYPE_MARKER_OID } from './types.ts';
 import type { CertIdentity, CertType } from './types.ts';
 
@@ -94,6 +96,22 @@ void describe('checkPeerCertificate', () => {
     const caLeaf = forgeCertificate({ ca, isCa: true, ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.trust], uris: ['causeway://user/alice', 'causeway://device/laptop-1'] });
     assert.equal(failure(checkPeerCertificate(new X509Certificate(caLeaf.certPem), 'trust')).code, 'cert-malformed');
     assert.equal(failure(checkPeerCertificate(ca.certificate, 'trust')).code, 'cert-malformed');
+  });
+
+  void test('CA-07 an RSA CA signing with SHA-1 is refused, and with SHA-2 accepted', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const name = distinguishedName([[OID.commonName, 'RSA CA']]);
+    const spkiDer = publicKey.export({ type: 'spki', format: 'der' });
+    const caDer = buildCertificate({
+      serial: Buffer.from([0x42]), issuer: name, subject: name, notBefore: new Date(Date.now() - HOUR), notAfter: new Date(Date.now() + HOUR), spkiDer,
+      extensions: [basicConstraints(true, 0), keyUsage([KEY_USAGE.keyCertSign]), subjectKeyIdentifier(keyIdentifier(spkiDer))], signingKey: privateKey,
+    });
+    const encryptedKeyPem = privateKey.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'pw' }).toString();
+    const rsaCa = await CertificateAuthority.load({ certPem: derToPem(caDer, 'CERTIFICATE'), encryptedKeyPem }, 'pw');
+    for (const [hash, ok] of [['sha1', false], ['sha256', true], ['sha384', true], ['sha512', true]] as const) {
+      const leaf = forgeCertificate({ ca: rsaCa, hash, ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.device], uris: ['causeway://device/d1'] });
+      assert.equal(checkPeerCertificate(new X509Certificate(leaf.certPem), 'device', { trustedCas: [rsaCa.certificate] }).ok, ok, hash);
+    }
   });
 
   void test('CA-07 a SHA-1 signature is refused even from the trusted CA', () => {

@@ -29,8 +29,18 @@ function fail(code: PeerCheckCode, message: string): PeerCheck {
   return { ok: false, code, message };
 }
 
-/** Signature algorithms we refuse even from a trusted issuer (THREATS CA-07). */
-const WEAK_SIGNATURE = /(^|[^a-z0-9])(md2|md4|md5|sha1)([^a-z0-9]|$)/i;
+/**
+ * The only signature algorithms we accept, even from a trusted issuer (THREATS CA-07): ECDSA and
+ * RSA PKCS#1 v1.5 with SHA-256/384/512. SHA-1, MD5 and anything else is refused.
+ */
+const ACCEPTED_SIGNATURE_OIDS: ReadonlySet<string> = new Set([
+  '1.2.840.10045.4.3.2', // ecdsa-with-SHA256
+  '1.2.840.10045.4.3.3', // ecdsa-with-SHA384
+  '1.2.840.10045.4.3.4', // ecdsa-with-SHA512
+  '1.2.840.113549.1.1.11', // sha256WithRSAEncryption
+  '1.2.840.113549.1.1.12', // sha384WithRSAEncryption
+  '1.2.840.113549.1.1.13', // sha512WithRSAEncryption
+]);
 
 /**
  * Checks a peer certificate: present, issued by a trusted CA (when trustedCas is given), within its
@@ -59,7 +69,9 @@ function check(cert: X509Certificate, expected: CertType | readonly CertType[], 
     }
   }
   if (cert.ca) return fail('cert-malformed', 'a CA certificate cannot be used as a peer certificate');
-  if (WEAK_SIGNATURE.test(cert.signatureAlgorithm ?? '')) return fail('cert-malformed', `the certificate is signed with a weak algorithm (${cert.signatureAlgorithm})`);
+  if (!ACCEPTED_SIGNATURE_OIDS.has(cert.signatureAlgorithmOid)) {
+    return fail('cert-malformed', `the certificate is signed with a weak or unsupported algorithm (${cert.signatureAlgorithm ?? cert.signatureAlgorithmOid})`);
+  }
 
   const notBefore = cert.validFromDate;
   const notAfter = cert.validToDate;
