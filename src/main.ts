@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { CausewayError, UserError, errorMessage } from './lib/errors.ts';
+import { registerCaCommands } from './pki-command.ts';
 
 const program = new Command('causeway')
   .description('Zero-trust access to the Kubernetes API and private TCP services, without a VPN')
@@ -11,7 +12,8 @@ const program = new Command('causeway')
   .showHelpAfterError()
   .exitOverride();
 
-// Each part registers its own subcommands. (Registered below as the parts land.)
+// Each part registers its own subcommands.
+registerCaCommands(program);
 
 try {
   await program.parseAsync(process.argv);
