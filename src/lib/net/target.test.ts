@@ -256,6 +256,30 @@ void describe('compilePatterns and matchesPatterns', () => {
     });
   }
 
+  void test('LP-03 keeps the ports of each pattern with its own hosts', () => {
+    const split = compilePatterns([
+      { hostnames: ['a.example.com', '*.shared.example'], cidrs: ['10.0.0.0/8', 'fd00::/8'], ports: [443] },
+      { hostnames: ['b.example.com', '*.shared.example'], cidrs: ['192.168.0.0/16', 'fe80::/10'], ports: [22] },
+    ]);
+    const cases: Array<[string, boolean]> = [
+      ['a.example.com:443', true],
+      ['a.example.com:22', false],
+      ['b.example.com:22', true],
+      ['b.example.com:443', false],
+      ['x.shared.example:443', true],
+      ['x.shared.example:22', true],
+      ['x.shared.example:80', false],
+      ['10.1.1.1:443', true],
+      ['10.1.1.1:22', false],
+      ['192.168.1.1:22', true],
+      ['192.168.1.1:443', false],
+      ['[fd00::1]:443', true],
+      ['[fd00::1]:22', false],
+      ['[fe80::1]:22', true],
+    ];
+    for (const [authority, expected] of cases) assert.equal(matchesPatterns(split, target(authority)), expected, authority);
+  });
+
   void test('matches nothing with an empty port list', () => {
     const none = compilePatterns([{ hostnames: ['a.example.com'], cidrs: ['0.0.0.0/0'], ports: [] }]);
     assert.equal(matchesPatterns(none, target('a.example.com:443')), false);
@@ -293,6 +317,32 @@ void describe('compilePatterns and matchesPatterns', () => {
       assert.throws(() => compilePatterns([pattern]), (err: unknown) => err instanceof UserError && err.code === 'bad-pattern' && message.test(err.message));
     });
   }
+
+  void test('measures parseAuthority and matchesPatterns per call (reported, not asserted)', (t) => {
+    const many = compilePatterns(
+      Array.from({ length: 20 }, (_, i): TargetPattern => ({ hostnames: [`*.zone${i}.internal`, `host${i}.example.com`], cidrs: [`10.${i}.0.0/16`], ports: [443, '8000-8099'] })),
+    );
+    const inputs: Array<[string, Target, boolean]> = [
+      ['a wildcard name near the end of 20 patterns', target('db.a.b.zone19.internal:8050'), true],
+      ['a name matching nothing', target('nothing.example.org:443'), false],
+      ['an IPv4 address in the last CIDR', target('10.19.3.4:443'), true],
+    ];
+    const rounds = 200_000;
+    for (const [label, input, expected] of inputs) {
+      for (let i = 0; i < 10_000; i++) matchesPatterns(many, input); // warm up
+      let hits = 0;
+      const start = process.hrtime.bigint();
+      for (let i = 0; i < rounds; i++) if (matchesPatterns(many, input)) hits++;
+      const ns = Number(process.hrtime.bigint() - start) / rounds;
+      assert.equal(hits, expected ? rounds : 0);
+      t.diagnostic(`matchesPatterns, ${label}: ${ns.toFixed(0)} ns per call`);
+    }
+    let ok = 0;
+    const start = process.hrtime.bigint();
+    for (let i = 0; i < rounds; i++) if (parseAuthority('mykube.corp.example.com:443').ok) ok++;
+    assert.equal(ok, rounds);
+    t.diagnostic(`parseAuthority: ${(Number(process.hrtime.bigint() - start) / rounds).toFixed(0)} ns per call`);
+  });
 
   void test('accepts a single port written as a string and a single address as a CIDR', () => {
     const compiledSingle = compilePatterns([{ cidrs: ['192.168.1.7', '2001:db8::7'], ports: ['5432'] }]);

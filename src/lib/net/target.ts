@@ -71,8 +71,6 @@ export function parseAuthority(authority: string): ParseAuthorityResult {
   const colon = authority.lastIndexOf(':');
   if (colon === -1) return fail('bad-port', 'the target has no port; write host:port');
   const rawHost = authority.slice(0, colon);
-  if (rawHost.includes(':')) return fail('bad-authority', 'an IPv6 address must be written in brackets: [address]:port');
-  if (rawHost.includes('[') || rawHost.includes(']')) return fail('bad-authority', 'the host contains a bracket');
   let host: string;
   let kind: Target['kind'];
   if (isStrictIPv4(rawHost)) {
@@ -81,7 +79,7 @@ export function parseAuthority(authority: string): ParseAuthorityResult {
   } else {
     const name = classifyName(rawHost);
     if (name === AMBIGUOUS) return fail('ambiguous-ip', AMBIGUOUS_MESSAGE);
-    if (name === INVALID) return fail('bad-authority', HOSTNAME_MESSAGE);
+    if (name === INVALID) return fail('bad-authority', rawHost.includes(':') ? 'an IPv6 address must be written in brackets: [address]:port' : HOSTNAME_MESSAGE);
     host = name;
     kind = 'dns';
   }
@@ -117,58 +115,62 @@ export interface TargetPattern {
   ports: Array<number | string>;
 }
 
-interface HostRules {
-  readonly exact: ReadonlySet<string>;
-  /** Suffixes with their leading dot: `.example.com` for `*.example.com`. */
-  readonly suffixes: ReadonlySet<string>;
-  readonly v4: BlockList | undefined;
-  readonly v6: BlockList | undefined;
-}
-
-interface CompiledRule extends HostRules {
-  /** Inclusive port ranges as pairs: [lo0, hi0, lo1, hi1, …]. */
-  readonly ports: Uint16Array;
+/**
+ * Every host rule of a pattern list (or allow-list) in one index, each entry tagged with the rules
+ * it belongs to, so a match costs a few map lookups whatever the number of patterns.
+ */
+interface HostIndex {
+  /** Exact names → rule numbers. */
+  readonly exact: ReadonlyMap<string, readonly number[]>;
+  /** Suffixes with their leading dot (`.example.com` for `*.example.com`) → rule numbers. */
+  readonly suffixes: ReadonlyMap<string, readonly number[]>;
+  /** IPv4 networks as triples: [network, mask, rule, …], unsigned 32-bit. */
+  readonly v4: readonly number[];
+  /** IPv6 networks, one BlockList per rule (IPv6 only: a BlockList would let ::/0 match IPv4 addresses). */
+  readonly v6: ReadonlyArray<{ readonly list: BlockList; readonly rule: number }>;
 }
 
 /** Precompiled patterns; opaque to callers. */
 export interface CompiledPatterns {
-  readonly rules: readonly CompiledRule[];
+  readonly index: HostIndex;
+  /** Per rule: inclusive port ranges as pairs [lo0, hi0, lo1, hi1, …]. */
+  readonly ports: readonly Uint16Array[];
 }
 
 /** Precompiled connector allow-list; opaque to callers. */
 export interface CompiledAllowList {
-  readonly hosts: HostRules;
+  readonly index: HostIndex;
 }
 
 /** Compiles a service's allow patterns once, so matching does no parsing. Throws a UserError naming the bad entry. */
 export function compilePatterns(patterns: TargetPattern[]): CompiledPatterns {
-  const rules = patterns.map((pattern, index): CompiledRule => {
-    const where = `allow pattern ${index + 1}`;
-    const exact = new Set<string>();
-    const suffixes = new Set<string>();
+  const builder = new HostIndexBuilder();
+  const ports = patterns.map((pattern, rule): Uint16Array => {
+    const where = `allow pattern ${rule + 1}`;
     for (const entry of pattern.hostnames ?? []) {
       const parsed = parseHostnamePattern(entry);
       if (typeof parsed === 'string') throw new UserError('bad-pattern', `${where}: ${parsed}`);
-      (parsed.suffix ? suffixes : exact).add(parsed.name);
+      builder.addName(parsed, rule);
     }
-    const nets = compileCidrs(pattern.cidrs ?? [], where, 'bad-pattern');
+    for (const entry of pattern.cidrs ?? []) {
+      const parsed = parseCidr(entry);
+      if (typeof parsed === 'string') throw new UserError('bad-pattern', `${where}: ${parsed}`);
+      builder.addCidr(parsed, rule);
+    }
     const ranges: number[] = [];
     for (const entry of pattern.ports) {
       const parsed = parsePortRange(entry);
       if (typeof parsed === 'string') throw new UserError('bad-pattern', `${where}: ${parsed}`);
       ranges.push(parsed[0], parsed[1]);
     }
-    return { exact, suffixes, ...nets, ports: Uint16Array.from(ranges) };
+    return Uint16Array.from(ranges);
   });
-  return { rules };
+  return { index: builder.build(), ports };
 }
 
 /** True when some pattern allows both the target's host and its port. */
 export function matchesPatterns(compiled: CompiledPatterns, t: Target): boolean {
-  for (const rule of compiled.rules) {
-    if (portInRanges(rule.ports, t.port) && hostMatches(rule, t)) return true;
-  }
-  return false;
+  return indexMatches(compiled.index, t, compiled.ports);
 }
 
 /**
@@ -178,19 +180,23 @@ export function matchesPatterns(compiled: CompiledPatterns, t: Target): boolean 
  * DNS targets only by `domains`. Throws a UserError naming the bad entry.
  */
 export function compileAllowList(list: { cidrs: string[]; domains: string[] }): CompiledAllowList {
-  const exact = new Set<string>();
-  const suffixes = new Set<string>();
+  const builder = new HostIndexBuilder();
   for (const entry of list.domains) {
     const parsed = parseAllowedDomain(entry);
     if (typeof parsed === 'string') throw new UserError('bad-allow-list', `allowed domain: ${parsed}`);
-    (parsed.suffix ? suffixes : exact).add(parsed.name);
+    builder.addName(parsed, 0);
   }
-  return { hosts: { exact, suffixes, ...compileCidrs(list.cidrs, 'allowed CIDR', 'bad-allow-list') } };
+  for (const entry of list.cidrs) {
+    const parsed = parseCidr(entry);
+    if (typeof parsed === 'string') throw new UserError('bad-allow-list', `allowed CIDR: ${parsed}`);
+    builder.addCidr(parsed, 0);
+  }
+  return { index: builder.build() };
 }
 
 /** True when the connector's allow-list permits the target's host (allow-lists are port-agnostic). */
 export function allowListPermits(list: CompiledAllowList, t: Target): boolean {
-  return hostMatches(list.hosts, t);
+  return indexMatches(list.index, t, undefined);
 }
 
 /** Why a `hostnames` pattern entry is invalid, or undefined when it is valid (for spec validation). */
@@ -400,29 +406,78 @@ function canonicalIPv6Host(inner: string): { host: string; kind: 'ipv4' | 'ipv6'
   return { host: compressIPv6(words), kind: 'ipv6' };
 }
 
-function hostMatches(rules: HostRules, t: Target): boolean {
+/** Whether the index holds the target's host for some rule whose ports (when given) hold its port. */
+function indexMatches(index: HostIndex, t: Target, ports: readonly Uint16Array[] | undefined): boolean {
   switch (t.kind) {
     case 'dns': {
-      if (rules.exact.has(t.host)) return true;
-      if (rules.suffixes.size === 0) return false;
-      // Try every suffix that starts at a label boundary: `a.b.example.com` → `.b.example.com`, `.example.com`, `.com`.
+      if (anyRulePort(index.exact.get(t.host), ports, t.port)) return true;
+      if (index.suffixes.size === 0) return false;
+      // Every suffix that starts at a label boundary: `a.b.example.com` → `.b.example.com`, `.example.com`, `.com`.
       for (let dot = t.host.indexOf('.'); dot !== -1; dot = t.host.indexOf('.', dot + 1)) {
-        if (rules.suffixes.has(t.host.slice(dot))) return true;
+        if (anyRulePort(index.suffixes.get(t.host.slice(dot)), ports, t.port)) return true;
       }
       return false;
     }
-    case 'ipv4':
-      return rules.v4 !== undefined && rules.v4.check(t.host, 'ipv4');
+    case 'ipv4': {
+      const v4 = index.v4;
+      if (v4.length === 0) return false;
+      const address = ipv4ToNumber(t.host);
+      if (address === undefined) return false;
+      for (let i = 0; i < v4.length; i += 3) {
+        if ((address & v4[i + 1]) >>> 0 === v4[i] && (ports === undefined || portInRanges(ports[v4[i + 2]], t.port))) return true;
+      }
+      return false;
+    }
     case 'ipv6':
-      return rules.v6 !== undefined && rules.v6.check(t.host, 'ipv6');
+      for (const { list, rule } of index.v6) {
+        if ((ports === undefined || portInRanges(ports[rule], t.port)) && list.check(t.host, 'ipv6')) return true;
+      }
+      return false;
   }
 }
 
-function portInRanges(ranges: Uint16Array, port: number): boolean {
+function anyRulePort(rules: readonly number[] | undefined, ports: readonly Uint16Array[] | undefined, port: number): boolean {
+  if (rules === undefined) return false;
+  if (ports === undefined) return true;
+  for (const rule of rules) if (portInRanges(ports[rule], port)) return true;
+  return false;
+}
+
+function portInRanges(ranges: Uint16Array | undefined, port: number): boolean {
+  if (ranges === undefined) return false;
   for (let i = 0; i < ranges.length; i += 2) {
     if (port >= ranges[i] && port <= ranges[i + 1]) return true;
   }
   return false;
+}
+
+class HostIndexBuilder {
+  readonly #exact = new Map<string, number[]>();
+  readonly #suffixes = new Map<string, number[]>();
+  readonly #v4: number[] = [];
+  readonly #v6 = new Map<number, BlockList>();
+
+  addName(parsed: { name: string; suffix: boolean }, rule: number): void {
+    const map = parsed.suffix ? this.#suffixes : this.#exact;
+    const rules = map.get(parsed.name);
+    if (rules === undefined) map.set(parsed.name, [rule]);
+    else if (!rules.includes(rule)) rules.push(rule);
+  }
+
+  addCidr(cidr: ParsedCidr, rule: number): void {
+    if (cidr.family === 'ipv4') {
+      const mask = cidr.prefix === 0 ? 0 : (0xffffffff << (32 - cidr.prefix)) >>> 0;
+      this.#v4.push(ipv4ToNumber(cidr.network) ?? 0, mask, rule);
+      return;
+    }
+    let list = this.#v6.get(rule);
+    if (list === undefined) this.#v6.set(rule, (list = new BlockList()));
+    list.addSubnet(cidr.network, cidr.prefix, 'ipv6');
+  }
+
+  build(): HostIndex {
+    return { exact: this.#exact, suffixes: this.#suffixes, v4: this.#v4, v6: [...this.#v6].map(([rule, list]) => ({ list, rule })) };
+  }
 }
 
 function parseHostnamePattern(value: unknown): { name: string; suffix: boolean } | string {
@@ -493,19 +548,6 @@ function parsePrefix(s: string, max: number): number | undefined {
 
 function numberToIPv4(n: number): string {
   return `${Math.floor(n / 0x1000000) & 0xff}.${(n >>> 16) & 0xff}.${(n >>> 8) & 0xff}.${n & 0xff}`;
-}
-
-function compileCidrs(cidrs: string[], where: string, code: string): { v4: BlockList | undefined; v6: BlockList | undefined } {
-  let v4: BlockList | undefined;
-  let v6: BlockList | undefined;
-  for (const entry of cidrs) {
-    const parsed = parseCidr(entry);
-    if (typeof parsed === 'string') throw new UserError(code, `${where}: ${parsed}`);
-    // One list per family: BlockList would otherwise let an IPv6 rule such as ::/0 match IPv4 addresses.
-    if (parsed.family === 'ipv4') (v4 ??= new BlockList()).addSubnet(parsed.network, parsed.prefix, 'ipv4');
-    else (v6 ??= new BlockList()).addSubnet(parsed.network, parsed.prefix, 'ipv6');
-  }
-  return { v4, v6 };
 }
 
 /** A number or `a-b`; ports 1–65535 in decimal without leading zeros, a ≤ b. */
