@@ -190,7 +190,8 @@ export function checkHandshake(req: IncomingMessage): string | undefined {
 export interface WebSocketEvents {
   message: [data: Buffer, binary: boolean];
   close: [code: number, reason: string];
-  error: [err: WsProtocolError];
+  /** The peer broke the protocol; the connection is being closed with error.code. */
+  protocolError: [err: WsProtocolError];
 }
 
 /**
@@ -222,8 +223,8 @@ export class WebSocketConnection extends EventEmitter<WebSocketEvents> {
     socket.on('close', () => this.onSocketClose());
     socket.on('error', () => socket.destroy());
     socket.on('end', () => {
-      // The peer half-closed without a close frame: answer by closing our side too.
-      if (!this.closeSent) socket.end();
+      // The peer closed its side (after the closing handshake, or abruptly): close ours too.
+      if (!socket.writableEnded) socket.end();
     });
     if (options.head !== undefined && options.head.length > 0) this.onData(options.head);
   }
@@ -256,7 +257,7 @@ export class WebSocketConnection extends EventEmitter<WebSocketEvents> {
   }
 
   private fail(error: WsProtocolError): void {
-    this.emit('error', error);
+    this.emit('protocolError', error);
     this.close(error.code, error.message);
     this.socket.end();
   }
