@@ -9,9 +9,8 @@ import { join } from 'node:path';
 import { inspect, promisify } from 'node:util';
 import { errorCode } from '../errors.ts';
 import { CertificateAuthority, issueKeyAndCert } from './authority.ts';
-import { contextTag, derToPem, sequence } from './der.ts';
 import { createCsr, generateKeyPair } from './keys.ts';
-import { OID, buildCsr, distinguishedName, extKeyUsage, basicConstraints, subjectAltName } from './x509-build.ts';
+import { NAME_OID, signerFor, subjectAltName, toPem, utf8Name, verifierFor, x509 } from './x509.ts';
 import { CERT_TYPES, DEFAULT_LIFETIME_MS, EKU_CLIENT_AUTH, EKU_SERVER_AUTH, TYPE_MARKER_OID } from './types.ts';
 import type { CertIdentity, CertType } from './types.ts';
 
@@ -123,6 +122,12 @@ void describe('CertificateAuthority', () => {
       await rejectsWithCode(CertificateAuthority.load({ certPem: ca.certPem, encryptedKeyPem: other.exportEncrypted('pw').encryptedKeyPem }, 'pw'), 'CA_KEY_MISMATCH');
     });
 
+    void test('a stored certificate file holding more than one certificate is refused on load', async () => {
+      const stored = ca.exportEncrypted('pw');
+      const other = await CertificateAuthority.create();
+      await rejectsWithCode(CertificateAuthority.load({ ...stored, certPem: stored.certPem + other.certPem }, 'pw'), 'CA_CERT_INVALID');
+    });
+
     void test('a leaf certificate cannot be loaded as the CA', async () => {
       const keys = generateKeyPairSync('ec', { namedCurve: 'P-256' });
       const issued = await ca.issue({ type: 'control-plane', identity: { name: 'cp' }, publicKeyPem: keys.publicKey.export({ type: 'spki', format: 'pem' }).toString() });
@@ -185,6 +190,15 @@ void describe('CertificateAuthority', () => {
       assert.match(text, new RegExp(`X509v3 Authority Key Identifier:\\s+(keyid:)?${ski}`));
       assert.equal(new X509Certificate(edge.certPem).checkHost('edge.example.com'), 'edge.example.com');
       assert.equal(new X509Certificate(edge.certPem).checkIP('::1'), '::1');
+    });
+
+    void test('IPv6 SANs name the right address in every textual form, IPv4-mapped ones included', async () => {
+      const ipAddresses = ['::ffff:10.1.2.3', '2001:DB8::1', '::', 'fe80:0:0:0:0:0:0:1', '::1.2.3.4'];
+      const out = await issueKeyAndCert(ca, { type: 'kube-proxy', identity: { name: 'kp' }, ipAddresses });
+      const c = new X509Certificate(out.certPem);
+      for (const ip of ipAddresses) assert.equal(c.checkIP(ip), ip, ip);
+      assert.equal(c.checkIP('::ffff:a'), undefined);
+      assert.match(c.subjectAltName ?? '', /IP Address:0:0:0:0:0:FFFF:A01:203, IP Address:2001:DB8:0:0:0:0:0:1, IP Address:0:0:0:0:0:0:0:0, IP Address:FE80:0:0:0:0:0:0:1, IP Address:0:0:0:0:0:0:102:304,/);
     });
 
     void test('serials are unique', async () => {
@@ -281,12 +295,15 @@ void describe('CertificateAuthority', () => {
       void test('a CSR whose signature does not verify (no proof of possession)', async () => {
         const victim = generateKeyPairSync('ec', { namedCurve: 'P-256' });
         const attacker = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-        const der = buildCsr({ subject: distinguishedName([[OID.commonName, 'x']]), spkiDer: victim.publicKey.export({ type: 'spki', format: 'der' }), signingKey: attacker.privateKey });
-        await rejectsWithCode(ca.issue({ type: 'device', identity: { device: 'd' }, csrPem: derToPem(der, 'CERTIFICATE REQUEST') }), 'CSR_INVALID');
+        const attackerSigner = signerFor(attacker.privateKey);
+        const forged = await x509.Pkcs10CertificateRequestGenerator.create({
+          name: utf8Name([[NAME_OID.commonName, 'x']]), keys: { publicKey: verifierFor(victim.publicKey), privateKey: attackerSigner.key }, signingAlgorithm: attackerSigner.algorithm,
+        });
+        await rejectsWithCode(ca.issue({ type: 'device', identity: { device: 'd' }, csrPem: toPem(forged.rawData, 'CERTIFICATE REQUEST') }), 'CSR_INVALID');
         const good = await createCsr(await generateKeyPair());
         const raw = Buffer.from(good.replace(/-----[^-]+-----|\s/g, ''), 'base64');
         raw[raw.length - 40] = (raw[raw.length - 40]) ^ 0x01;
-        await rejectsWithCode(ca.issue({ type: 'device', identity: { device: 'd' }, csrPem: derToPem(raw, 'CERTIFICATE REQUEST') }), 'CSR_INVALID');
+        await rejectsWithCode(ca.issue({ type: 'device', identity: { device: 'd' }, csrPem: toPem(raw, 'CERTIFICATE REQUEST') }), 'CSR_INVALID');
       });
 
       void test('garbage, truncated and oversized CSRs', async () => {
@@ -294,13 +311,20 @@ void describe('CertificateAuthority', () => {
         const raw = Buffer.from(good.replace(/-----[^-]+-----|\s/g, ''), 'base64');
         const bad = [
           'not a csr',
-          derToPem(Buffer.from([0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), 'CERTIFICATE REQUEST'),
-          derToPem(raw.subarray(0, raw.length - 10), 'CERTIFICATE REQUEST'),
-          derToPem(Buffer.concat([raw, Buffer.from([0])]), 'CERTIFICATE REQUEST'),
+          toPem(Buffer.from([0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), 'CERTIFICATE REQUEST'),
+          toPem(raw.subarray(0, raw.length - 10), 'CERTIFICATE REQUEST'),
+          toPem(Buffer.concat([raw, Buffer.from([0])]), 'CERTIFICATE REQUEST'),
           good + good,
-          derToPem(Buffer.alloc(40_000, 0x30), 'CERTIFICATE REQUEST'),
+          toPem(Buffer.alloc(40_000, 0x30), 'CERTIFICATE REQUEST'),
         ];
         for (const csrPem of bad) await rejectsWithCode(ca.issue({ type: 'device', identity: { device: 'd' }, csrPem }), 'CSR_INVALID');
+      });
+      void test('a request without its own PEM block (bare base64 or hex, another label) is refused, though a parser might guess it', async () => {
+        const good = await createCsr(await generateKeyPair());
+        const raw = Buffer.from(good.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+        for (const csrPem of [raw.toString('base64'), raw.toString('hex'), good.replace(/CERTIFICATE REQUEST/g, 'NEW CERTIFICATE REQUEST')]) {
+          await rejectsWithCode(ca.issue({ type: 'device', identity: { device: 'd' }, csrPem }), 'CSR_INVALID');
+        }
       });
     });
 
@@ -314,15 +338,21 @@ void describe('CertificateAuthority', () => {
         '-addext', 'basicConstraints=critical,CA:TRUE',
         '-addext', `extendedKeyUsage=serverAuth,clientAuth,${TYPE_MARKER_OID['control-plane']}`,
       ])).stdout;
-      // Our own encoder adds what openssl's command line cannot: a privateKeyUsagePeriod ten years out.
+      // @peculiar/x509 adds what openssl's command line cannot: a privateKeyUsagePeriod ten years out
+      // (its value, SEQUENCE { notAfter [1] IMPLICIT GeneralizedTime }, written out by hand).
       const key = createPrivateKey(keys.privateKeyPem);
-      const usagePeriod = { oid: OID.privateKeyUsagePeriod, critical: false, value: sequence(contextTag(1, Buffer.from('20451231235959Z', 'latin1'), false)) };
-      const craftedCsr = derToPem(buildCsr({
-        subject: distinguishedName([[OID.commonName, 'root']]),
-        spkiDer: createPublicKey(key).export({ type: 'spki', format: 'der' }),
-        signingKey: key,
-        extensions: [basicConstraints(true, 5), extKeyUsage([EKU_SERVER_AUTH, TYPE_MARKER_OID['access-tier']]), subjectAltName({ uris: ['causeway://access-tier/edge-1'], dnsNames: ['*.example.com'] }), usagePeriod],
-      }), 'CERTIFICATE REQUEST');
+      const signer = signerFor(key);
+      const notAfter2045 = Buffer.from('20451231235959Z', 'latin1');
+      const usagePeriod = new x509.Extension('2.5.29.16', false, Buffer.concat([Buffer.from([0x30, notAfter2045.length + 2, 0x81, notAfter2045.length]), notAfter2045]));
+      const craftedCsr = toPem((await x509.Pkcs10CertificateRequestGenerator.create({
+        name: utf8Name([[NAME_OID.commonName, 'root']]),
+        keys: { privateKey: signer.key, publicKey: verifierFor(createPublicKey(key)) },
+        signingAlgorithm: signer.algorithm,
+        extensions: [
+          new x509.BasicConstraintsExtension(true, 5, true), new x509.ExtendedKeyUsageExtension([EKU_SERVER_AUTH, TYPE_MARKER_OID['access-tier']]),
+          subjectAltName({ uris: ['causeway://access-tier/edge-1'], dnsNames: ['*.example.com'] }), usagePeriod,
+        ],
+      })).rawData, 'CERTIFICATE REQUEST');
 
       for (const csrPem of [opensslCsr, craftedCsr]) {
         const issued = await ca.issue({ type: 'trust', identity: { user: 'mallory', device: 'm-laptop' }, csrPem });

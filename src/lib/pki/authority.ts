@@ -10,19 +10,42 @@ import { promisify } from 'node:util';
 import type { Clock } from '../clock.ts';
 import { systemClock } from '../clock.ts';
 import { CausewayError, UserError } from '../errors.ts';
-import { DerError, derToPem, pemToDer } from './der.ts';
 import { identityProblem, identityUrisFor } from './identity.ts';
 import { assertStrongKey, generateKeyPair, publicKeyFromCsr, publicKeyFromPem } from './keys.ts';
-import {
-  KEY_USAGE, OID, authorityKeyIdentifier, basicConstraints, buildCertificate, certificateSubject, distinguishedName, extKeyUsage, keyIdentifier, keyUsage,
-  subjectAltName, subjectKeyIdentifier,
-} from './x509-build.ts';
+import type { Signer, x509 } from './x509.ts';
+import type * as X509Lib from './x509.ts';
 import {
   BACKDATE_MS, CA_DEFAULT_LIFETIME_DAYS, DEFAULT_LIFETIME_MS, LIFETIME_RANGE_MS, STANDARD_EKUS, TYPE_MARKER_OID, isCertType,
 } from './types.ts';
 import type { CertIdentity, CertType } from './types.ts';
 
 const generateKeyPairAsync = promisify(generateKeyPairCb);
+
+type X509Module = typeof X509Lib;
+
+/**
+ * @peculiar/x509 (with the global Reflect polyfill it needs) is loaded on first use, not at import:
+ * it costs about 60 ms at startup, and the parts that only verify peers (check.ts, tls.ts, through
+ * this same index) never need it.
+ */
+const loadX509 = (): Promise<X509Module> => import('./x509.ts');
+
+const usageExtensionsByType = new Map<CertType, readonly x509.Extension[]>();
+
+/** basicConstraints, keyUsage and extendedKeyUsage of a leaf: the same bytes for every certificate of a type, so built once. */
+function usageExtensions(lib: X509Module, type: CertType): readonly x509.Extension[] {
+  let extensions = usageExtensionsByType.get(type);
+  if (extensions === undefined) {
+    const { x509: X } = lib;
+    extensions = [
+      new X.BasicConstraintsExtension(false, undefined, true),
+      new X.KeyUsagesExtension(X.KeyUsageFlags.digitalSignature, true),
+      new X.ExtendedKeyUsageExtension([...STANDARD_EKUS[type], TYPE_MARKER_OID[type]]),
+    ];
+    usageExtensionsByType.set(type, extensions);
+  }
+  return extensions;
+}
 
 export interface IssueRequest {
   type: CertType;
@@ -79,19 +102,28 @@ export class CertificateAuthority {
   readonly certificate: X509Certificate;
   readonly notAfter: Date;
   readonly #key: KeyObject;
-  readonly #subject: Buffer;
-  readonly #keyId: Buffer;
+  readonly #signer: Signer;
+  /** The CA certificate's subject, as parsed from its DER: what it signs carries it as issuer. */
+  readonly #subject: x509.Name;
+  /** The same for every certificate this CA issues, so it is built once. */
+  readonly #authorityKeyId: x509.AuthorityKeyIdentifierExtension;
   readonly #clock: Clock;
 
-  private constructor(certPem: string, key: KeyObject, clock: Clock) {
-    const der = pemToDer(certPem, 'CERTIFICATE');
-    this.certPem = derToPem(der, 'CERTIFICATE');
-    this.certificate = new X509Certificate(der);
-    this.notAfter = this.certificate.validToDate;
+  private constructor(certificate: X509Certificate, key: KeyObject, signer: Signer, subject: x509.Name, authorityKeyId: x509.AuthorityKeyIdentifierExtension, clock: Clock) {
+    this.certificate = certificate;
+    this.certPem = certificate.toString();
+    this.notAfter = certificate.validToDate;
     this.#key = key;
-    this.#subject = certificateSubject(der);
-    this.#keyId = keyIdentifier(createPublicKey(key).export({ type: 'spki', format: 'der' }));
+    this.#signer = signer;
+    this.#subject = subject;
+    this.#authorityKeyId = authorityKeyId;
     this.#clock = clock;
+  }
+
+  static async #from(lib: X509Module, certificate: X509Certificate, subject: x509.Name, key: KeyObject, clock: Clock): Promise<CertificateAuthority> {
+    // RFC 5280 §4.2.1.2 method 1 (SHA-1 of the key bits), from the CA's key, as in its own subjectKeyIdentifier.
+    const authorityKeyId = await lib.x509.AuthorityKeyIdentifierExtension.create(createPublicKey(key).export({ type: 'spki', format: 'der' }));
+    return new CertificateAuthority(certificate, key, lib.signerFor(key), subject, authorityKeyId, clock);
   }
 
   /** A new self-signed CA: P-256, CA:true pathLen 0, keyCertSign + cRLSign, 10 years by default. */
@@ -102,25 +134,25 @@ export class CertificateAuthority {
       throw new UserError('CA_BAD_LIFETIME', `A CA lifetime of ${lifetimeDays} days is out of range: use 1 to ${30 * 365} days.`);
     }
     const commonName = opts.commonName ?? 'Causeway CA';
+    const lib = await loadX509();
+    const { x509: X, NAME_OID } = lib;
     const { privateKey, publicKey } = await generateKeyPairAsync('ec', { namedCurve: 'P-256' });
-    const spkiDer = publicKey.export({ type: 'spki', format: 'der' });
+    const signer = lib.signerFor(privateKey);
     const now = clock.now();
-    const name = distinguishedName([[OID.organization, 'Causeway'], [OID.commonName, commonName]]);
-    const der = buildCertificate({
-      serial: randomSerial(),
-      issuer: name,
-      subject: name,
+    const cert = await X.X509CertificateGenerator.createSelfSigned({
+      serialNumber: randomSerial().toString('hex'),
+      name: lib.utf8Name([[NAME_OID.organization, 'Causeway'], [NAME_OID.commonName, commonName]]),
       notBefore: floorToSecond(now - BACKDATE_MS),
       notAfter: floorToSecond(now + lifetimeDays * DAY_MS),
-      spkiDer,
+      keys: { privateKey: signer.key, publicKey: lib.verifierFor(publicKey) },
+      signingAlgorithm: signer.algorithm,
       extensions: [
-        basicConstraints(true, 0),
-        keyUsage([KEY_USAGE.keyCertSign, KEY_USAGE.cRLSign]),
-        subjectKeyIdentifier(keyIdentifier(spkiDer)),
+        new X.BasicConstraintsExtension(true, 0, true),
+        new X.KeyUsagesExtension(X.KeyUsageFlags.keyCertSign | X.KeyUsageFlags.cRLSign, true),
+        await X.SubjectKeyIdentifierExtension.create(publicKey.export({ type: 'spki', format: 'der' })),
       ],
-      signingKey: privateKey,
     });
-    return new CertificateAuthority(derToPem(der, 'CERTIFICATE'), privateKey, clock);
+    return CertificateAuthority.#from(lib, new X509Certificate(Buffer.from(cert.rawData)), cert.subjectName, privateKey, clock);
   }
 
   /** Loads a CA stored by exportEncrypted. A wrong passphrase is CA_KEY_DECRYPT_FAILED; an unencrypted key is refused. */
@@ -144,12 +176,17 @@ export class CertificateAuthority {
     if (!cert.ca) throw new UserError('CA_CERT_INVALID', 'The stored CA certificate is not a CA certificate; restore ca.crt from backup.');
     if (!cert.checkPrivateKey(key)) throw new UserError('CA_KEY_MISMATCH', 'The CA key does not belong to the CA certificate; restore the matching ca.crt and ca.key.');
     assertStrongKey(key);
-    try {
-      return await Promise.resolve(new CertificateAuthority(stored.certPem, key, opts.clock ?? systemClock));
-    } catch (err) {
-      if (err instanceof DerError) throw new UserError('CA_CERT_INVALID', 'The stored CA certificate cannot be read; restore ca.crt from backup.', { cause: err });
-      throw err;
+    const lib = await loadX509();
+    if (lib.x509.PemConverter.decodeWithHeaders(stored.certPem).filter((block) => block.type === 'CERTIFICATE').length !== 1) {
+      throw new UserError('CA_CERT_INVALID', 'The stored CA certificate file must hold exactly one certificate; restore ca.crt from backup.');
     }
+    let subject: x509.Name;
+    try {
+      subject = new lib.x509.X509Certificate(cert.raw).subjectName;
+    } catch (err) {
+      throw new UserError('CA_CERT_INVALID', 'The stored CA certificate cannot be read; restore ca.crt from backup.', { cause: err });
+    }
+    return CertificateAuthority.#from(lib, cert, subject, key, opts.clock ?? systemClock);
   }
 
   /** The CA for storage: certificate PEM and the key as encrypted PKCS#8 PEM (AES-256-CBC, PBKDF2). */
@@ -167,7 +204,7 @@ export class CertificateAuthority {
     if ((req.publicKeyPem === undefined) === (req.csrPem === undefined)) {
       throw new UserError('CERT_NO_KEY', 'Give exactly one of a public key or a certificate request to issue a certificate.');
     }
-    const spkiDer = req.csrPem !== undefined ? publicKeyFromCsr(req.csrPem) : publicKeyFromPem(req.publicKeyPem as string);
+    const spkiDer = req.csrPem !== undefined ? await publicKeyFromCsr(req.csrPem) : publicKeyFromPem(req.publicKeyPem as string);
 
     const dnsNames = req.dnsNames ?? [];
     for (const d of dnsNames) {
@@ -191,24 +228,26 @@ export class CertificateAuthority {
     const { identity } = req;
     const commonName = type === 'trust' ? `${identity.user}@${identity.device}` : type === 'device' ? (identity.device as string) : (identity.name as string);
     const serial = randomSerial();
-    const der = buildCertificate({
-      serial,
+    const lib = await loadX509();
+    const { NAME_OID } = lib;
+    const publicKey = new lib.x509.PublicKey(spkiDer);
+    const cert = await lib.x509.X509CertificateGenerator.create({
+      serialNumber: serial.toString('hex'),
       issuer: this.#subject,
-      subject: distinguishedName([[OID.organization, 'Causeway'], [OID.organizationalUnit, type], [OID.commonName, commonName]]),
+      subject: lib.utf8Name([[NAME_OID.organization, 'Causeway'], [NAME_OID.organizationalUnit, type], [NAME_OID.commonName, commonName]]),
       notBefore,
       notAfter,
-      spkiDer,
+      publicKey,
+      signingKey: this.#signer.key,
+      signingAlgorithm: this.#signer.algorithm,
       extensions: [
-        basicConstraints(false),
-        keyUsage([KEY_USAGE.digitalSignature]),
-        extKeyUsage([...STANDARD_EKUS[type], TYPE_MARKER_OID[type]]),
-        subjectKeyIdentifier(keyIdentifier(spkiDer)),
-        authorityKeyIdentifier(this.#keyId),
-        subjectAltName({ uris: identityUrisFor(type, identity), dnsNames, ipAddresses }),
+        ...usageExtensions(lib, type),
+        await lib.x509.SubjectKeyIdentifierExtension.create(publicKey),
+        this.#authorityKeyId,
+        lib.subjectAltName({ uris: identityUrisFor(type, identity), dnsNames, ipAddresses }),
       ],
-      signingKey: this.#key,
     });
-    return Promise.resolve({ certPem: derToPem(der, 'CERTIFICATE'), serial: serial.toString('hex').toUpperCase(), notBefore, notAfter });
+    return { certPem: lib.toPem(cert.rawData, 'CERTIFICATE'), serial: serial.toString('hex').toUpperCase(), notBefore, notAfter };
   }
 
   /** Keeps the key out of logs and JSON. */

@@ -1,14 +1,13 @@
 /**
  * Key pairs, key strength, and PKCS#10 requests: making one on the holder's side, and checking one on
- * the issuer's side (proof of possession only; nothing else in a request is believed).
+ * the issuer's side (proof of possession only; nothing else in a request is believed). Requests are
+ * written and read with @peculiar/x509, loaded on first use (see loadX509 in authority.ts).
  */
-import { createPrivateKey, createPublicKey, generateKeyPair as generateKeyPairCb, verify } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPair as generateKeyPairCb } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import { UserError } from '../errors.ts';
-import { DerError, TAG, children, decodeOid, expectTag, pemToDer, raw, readTlv, bitStringBytes, derToPem } from './der.ts';
-import { OID, buildCsr, distinguishedName } from './x509-build.ts';
-import type { Hash } from './x509-build.ts';
+import type { x509 } from './x509.ts';
 
 const generateKeyPairAsync = promisify(generateKeyPairCb);
 
@@ -49,19 +48,32 @@ export function publicKeyFromPem(publicKeyPem: string): Buffer {
   return key.export({ type: 'spki', format: 'der' });
 }
 
-const CSR_SIGNATURES: ReadonlyMap<string, { family: 'ec' | 'rsa'; hash: Hash }> = new Map([
-  [OID.ecdsaWithSha256, { family: 'ec', hash: 'sha256' }],
-  [OID.ecdsaWithSha384, { family: 'ec', hash: 'sha384' }],
-  [OID.ecdsaWithSha512, { family: 'ec', hash: 'sha512' }],
-  [OID.sha256WithRsa, { family: 'rsa', hash: 'sha256' }],
-  [OID.sha384WithRsa, { family: 'rsa', hash: 'sha384' }],
-  [OID.sha512WithRsa, { family: 'rsa', hash: 'sha512' }],
-]);
+/** The request signatures we accept: ECDSA or RSASSA-PKCS1-v1_5 with SHA-2, as @peculiar/x509 names them. */
+const CSR_SIGNATURE_FAMILY: ReadonlyMap<string, 'ec' | 'rsa'> = new Map([['ECDSA', 'ec'], ['RSASSA-PKCS1-v1_5', 'rsa']]);
+const CSR_SIGNATURE_HASHES: ReadonlySet<string> = new Set(['SHA-256', 'SHA-384', 'SHA-512']);
 
 const MAX_CSR_PEM_CHARS = 32 * 1024;
+const CSR_LABEL = 'CERTIFICATE REQUEST';
 
 function badCsr(reason: string, cause?: unknown): UserError {
   return new UserError('CSR_INVALID', `The certificate request is not usable (${reason}); create a new PKCS#10 request with \`causeway\` or openssl.`, cause === undefined ? {} : { cause });
+}
+
+/**
+ * The one piece of DER this module still reads: the length of the outermost SEQUENCE, so that bytes
+ * after the request are refused. @peculiar/x509 parses with asn1js, which decodes the first element
+ * and ignores whatever follows it. Returns undefined when `der` does not start with a definite-length
+ * SEQUENCE header.
+ */
+function outerSequenceLength(der: Uint8Array): number | undefined {
+  if (der.length < 2 || der[0] !== 0x30) return undefined;
+  const first = der[1];
+  if (first < 0x80) return 2 + first;
+  const count = first & 0x7f;
+  if (count === 0 || count > 4 || der.length < 2 + count) return undefined;
+  let length = 0;
+  for (let i = 0; i < count; i++) length = length * 256 + der[2 + i];
+  return 2 + count + length;
 }
 
 /**
@@ -69,36 +81,30 @@ function badCsr(reason: string, cause?: unknown): UserError {
  * the SPKI DER of its key. Subject, attributes and requested extensions are deliberately ignored:
  * identity, type and lifetime come from the issuer (THREATS CA-04).
  */
-export function publicKeyFromCsr(csrPem: string): Buffer {
+export async function publicKeyFromCsr(csrPem: string): Promise<Buffer> {
+  if (typeof csrPem !== 'string') throw badCsr('it is not PEM text');
   if (csrPem.length > MAX_CSR_PEM_CHARS) throw badCsr('too large');
-  let der: Buffer;
+  const { x509: X } = await import('./x509.ts');
+  let blocks: x509.PemStruct[];
   try {
-    der = pemToDer(csrPem, 'CERTIFICATE REQUEST');
+    blocks = X.PemConverter.decodeWithHeaders(csrPem).filter((block) => block.type === CSR_LABEL);
   } catch (err) {
-    throw badCsr('no single "CERTIFICATE REQUEST" PEM block', err);
+    throw badCsr(`no single "${CSR_LABEL}" PEM block`, err);
   }
-  let info: Buffer;
+  const [block] = blocks;
+  if (block === undefined || blocks.length !== 1) throw badCsr(`${blocks.length === 0 ? 'no' : 'more than one'} "${CSR_LABEL}" PEM block`);
+  const der = new Uint8Array(block.rawData);
+  if (outerSequenceLength(der) !== der.length) throw badCsr('it is not exactly one DER-encoded request');
+  let csr: x509.Pkcs10CertificateRequest;
   let spkiDer: Buffer;
-  let algorithmOid: string;
-  let signature: Buffer;
+  let algorithm: { name?: unknown; hash?: { name?: unknown } };
   try {
-    const outer = expectTag(readTlv(der, 0), TAG.SEQUENCE, 'CertificationRequest');
-    if (outer.end !== der.length) throw new DerError('trailing bytes');
-    const [infoNode, algNode, sigNode] = children(der, outer);
-    const infoTlv = expectTag(infoNode, TAG.SEQUENCE, 'CertificationRequestInfo');
-    const [version, subject, spki] = children(der, infoTlv);
-    expectTag(version, TAG.INTEGER, 'version');
-    expectTag(subject, TAG.SEQUENCE, 'subject');
-    const spkiTlv = expectTag(spki, TAG.SEQUENCE, 'SubjectPublicKeyInfo');
-    const [algOid] = children(der, expectTag(algNode, TAG.SEQUENCE, 'signatureAlgorithm'));
-    if (algOid === undefined) throw new DerError('empty signatureAlgorithm');
-    algorithmOid = decodeOid(der, algOid);
-    signature = bitStringBytes(der, expectTag(sigNode, TAG.BIT_STRING, 'signature'));
-    info = raw(der, infoTlv);
-    spkiDer = raw(der, spkiTlv);
+    csr = new X.Pkcs10CertificateRequest(der);
+    spkiDer = Buffer.from(csr.publicKey.rawData);
+    // An unknown algorithm comes back as { name: <its OID> } without a hash.
+    algorithm = csr.signatureAlgorithm;
   } catch (err) {
-    if (err instanceof DerError) throw badCsr(err.message, err);
-    throw err;
+    throw badCsr(err instanceof Error ? err.message : 'it cannot be parsed', err);
   }
   let key: KeyObject;
   try {
@@ -107,17 +113,19 @@ export function publicKeyFromCsr(csrPem: string): Buffer {
     throw badCsr('its public key cannot be read', err);
   }
   assertStrongKey(key);
-  const alg = CSR_SIGNATURES.get(algorithmOid);
-  if (alg === undefined) {
-    if (algorithmOid === OID.ecdsaWithSha1 || algorithmOid === OID.sha1WithRsa) {
+  const name = String(algorithm.name);
+  const hash = typeof algorithm.hash?.name === 'string' ? algorithm.hash.name : undefined;
+  const family = CSR_SIGNATURE_FAMILY.get(name);
+  if (family === undefined || hash === undefined || !CSR_SIGNATURE_HASHES.has(hash)) {
+    if (family !== undefined && hash === 'SHA-1') {
       throw new UserError('CERT_WEAK_KEY', 'Refusing a certificate request signed with SHA-1: sign it with SHA-256 or stronger.');
     }
-    throw badCsr(`unsupported signature algorithm ${algorithmOid}`);
+    throw badCsr(`unsupported signature algorithm ${name}${hash === undefined ? '' : ` with ${hash}`}`);
   }
-  if (alg.family !== key.asymmetricKeyType) throw badCsr('its signature algorithm does not match its key');
+  if (family !== key.asymmetricKeyType) throw badCsr('its signature algorithm does not match its key');
   let ok: boolean;
   try {
-    ok = verify(alg.hash, info, key, signature);
+    ok = await csr.verify();
   } catch (err) {
     throw badCsr('its signature cannot be checked', err);
   }
@@ -130,8 +138,13 @@ export function publicKeyFromCsr(csrPem: string): Buffer {
  * common name; the issuer ignores it, it only helps humans reading the request.
  */
 export async function createCsr(keyPair: { privateKeyPem: string; publicKeyPem: string }, subject = 'causeway'): Promise<string> {
-  const signingKey = createPrivateKey({ key: keyPair.privateKeyPem, format: 'pem' });
-  const spkiDer = createPublicKey(signingKey).export({ type: 'spki', format: 'der' });
-  const csr = buildCsr({ subject: distinguishedName([[OID.commonName, subject]]), spkiDer, signingKey });
-  return Promise.resolve(derToPem(csr, 'CERTIFICATE REQUEST'));
+  const lib = await import('./x509.ts');
+  const privateKey = createPrivateKey({ key: keyPair.privateKeyPem, format: 'pem' });
+  const signer = lib.signerFor(privateKey);
+  const csr = await lib.x509.Pkcs10CertificateRequestGenerator.create({
+    name: lib.utf8Name([[lib.NAME_OID.commonName, subject]]),
+    keys: { privateKey: signer.key, publicKey: lib.verifierFor(createPublicKey(privateKey)) },
+    signingAlgorithm: signer.algorithm,
+  });
+  return lib.toPem(csr.rawData, CSR_LABEL);
 }
