@@ -4,9 +4,8 @@ import { X509Certificate, generateKeyPairSync } from 'node:crypto';
 import { CertificateAuthority, issueKeyAndCert } from './authority.ts';
 import { checkPeerCertificate } from './check.ts';
 import type { PeerCheck } from './check.ts';
-import { derToPem } from './der.ts';
 import { forgeCertificate } from './forge.testing.ts';
-import { KEY_USAGE, OID, basicConstraints, buildCertificate, distinguishedName, keyIdentifier, keyUsage, subjectKeyIdentifier } from './x509-build.ts';
+import { NAME_OID, signerFor, toPem, utf8Name, verifierFor, x509 } from './x509.ts';
 import { CERT_TYPES, EKU_CLIENT_AUTH, EKU_SERVER_AUTH, TYPE_MARKER_OID } from './types.ts';
 import type { CertIdentity, CertType } from './types.ts';
 
@@ -73,49 +72,52 @@ void describe('checkPeerCertificate', () => {
     }
   });
 
-  void test('CA-03 a certificate without a type marker (only standard usages) is refused as the wrong type', () => {
-    const plain = forgeCertificate({ ca, ekus: [EKU_SERVER_AUTH, EKU_CLIENT_AUTH], uris: ['causeway://access-tier/edge-1'] });
+  void test('CA-03 a certificate without a type marker (only standard usages) is refused as the wrong type', async () => {
+    const plain = await forgeCertificate({ ca, ekus: [EKU_SERVER_AUTH, EKU_CLIENT_AUTH], uris: ['causeway://access-tier/edge-1'] });
     assert.equal(failure(checkPeerCertificate(new X509Certificate(plain.certPem), 'access-tier')).code, 'cert-wrong-type');
-    const noEku = forgeCertificate({ ca, uris: ['causeway://access-tier/edge-1'] });
+    const noEku = await forgeCertificate({ ca, uris: ['causeway://access-tier/edge-1'] });
     assert.equal(failure(checkPeerCertificate(new X509Certificate(noEku.certPem), 'access-tier')).code, 'cert-wrong-type');
   });
 
-  void test('CA-03 a certificate carrying two type markers is malformed, even when one is expected', () => {
-    const both = forgeCertificate({ ca, ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.connector, TYPE_MARKER_OID['access-tier']], uris: ['causeway://connector/dc1'] });
+  void test('CA-03 a certificate carrying two type markers is malformed, even when one is expected', async () => {
+    const both = await forgeCertificate({ ca, ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.connector, TYPE_MARKER_OID['access-tier']], uris: ['causeway://connector/dc1'] });
     for (const expected of ['connector', 'access-tier'] as const) {
       assert.equal(failure(checkPeerCertificate(new X509Certificate(both.certPem), expected)).code, 'cert-malformed');
     }
   });
 
-  void test('CN-01 a connector marker with an access-tier name URI is malformed', () => {
-    const mixed = forgeCertificate({ ca, ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.connector], uris: ['causeway://access-tier/edge-1'] });
+  void test('CN-01 a connector marker with an access-tier name URI is malformed', async () => {
+    const mixed = await forgeCertificate({ ca, ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.connector], uris: ['causeway://access-tier/edge-1'] });
     assert.equal(failure(checkPeerCertificate(new X509Certificate(mixed.certPem), 'connector')).code, 'cert-malformed');
   });
 
-  void test('a certificate claiming CA:true is never accepted as a peer', () => {
-    const caLeaf = forgeCertificate({ ca, isCa: true, ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.trust], uris: ['causeway://user/alice', 'causeway://device/laptop-1'] });
+  void test('a certificate claiming CA:true is never accepted as a peer', async () => {
+    const caLeaf = await forgeCertificate({ ca, isCa: true, ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.trust], uris: ['causeway://user/alice', 'causeway://device/laptop-1'] });
     assert.equal(failure(checkPeerCertificate(new X509Certificate(caLeaf.certPem), 'trust')).code, 'cert-malformed');
     assert.equal(failure(checkPeerCertificate(ca.certificate, 'trust')).code, 'cert-malformed');
   });
 
   void test('CA-07 an RSA CA signing with SHA-1 is refused, and with SHA-2 accepted', async () => {
     const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-    const name = distinguishedName([[OID.commonName, 'RSA CA']]);
-    const spkiDer = publicKey.export({ type: 'spki', format: 'der' });
-    const caDer = buildCertificate({
-      serial: Buffer.from([0x42]), issuer: name, subject: name, notBefore: new Date(Date.now() - HOUR), notAfter: new Date(Date.now() + HOUR), spkiDer,
-      extensions: [basicConstraints(true, 0), keyUsage([KEY_USAGE.keyCertSign]), subjectKeyIdentifier(keyIdentifier(spkiDer))], signingKey: privateKey,
+    const signer = signerFor(privateKey);
+    const caCert = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: '42', name: utf8Name([[NAME_OID.commonName, 'RSA CA']]), notBefore: new Date(Date.now() - HOUR), notAfter: new Date(Date.now() + HOUR),
+      keys: { privateKey: signer.key, publicKey: verifierFor(publicKey) }, signingAlgorithm: signer.algorithm,
+      extensions: [
+        new x509.BasicConstraintsExtension(true, 0, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true),
+        await x509.SubjectKeyIdentifierExtension.create(publicKey.export({ type: 'spki', format: 'der' })),
+      ],
     });
     const encryptedKeyPem = privateKey.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'pw' }).toString();
-    const rsaCa = await CertificateAuthority.load({ certPem: derToPem(caDer, 'CERTIFICATE'), encryptedKeyPem }, 'pw');
+    const rsaCa = await CertificateAuthority.load({ certPem: toPem(caCert.rawData, 'CERTIFICATE'), encryptedKeyPem }, 'pw');
     for (const [hash, ok] of [['sha1', false], ['sha256', true], ['sha384', true], ['sha512', true]] as const) {
-      const leaf = forgeCertificate({ ca: rsaCa, hash, ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.device], uris: ['causeway://device/d1'] });
+      const leaf = await forgeCertificate({ ca: rsaCa, hash, ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.device], uris: ['causeway://device/d1'] });
       assert.equal(checkPeerCertificate(new X509Certificate(leaf.certPem), 'device', { trustedCas: [rsaCa.certificate] }).ok, ok, hash);
     }
   });
 
-  void test('CA-07 a SHA-1 signature is refused even from the trusted CA', () => {
-    const sha1 = forgeCertificate({ ca, hash: 'sha1', ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.trust], uris: ['causeway://user/alice', 'causeway://device/laptop-1'] });
+  void test('CA-07 a SHA-1 signature is refused even from the trusted CA', async () => {
+    const sha1 = await forgeCertificate({ ca, hash: 'sha1', ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.trust], uris: ['causeway://user/alice', 'causeway://device/laptop-1'] });
     const result = failure(checkPeerCertificate(new X509Certificate(sha1.certPem), 'trust', { trustedCas: [ca.certificate] }));
     assert.equal(result.code, 'cert-malformed');
     assert.match(result.message, /weak/);
@@ -234,15 +236,15 @@ void describe('checkPeerCertificate', () => {
       { name: 'no SANs at all', uris: [] },
     ];
     for (const c of cases) {
-      void test(`${c.name} is cert-malformed`, () => {
-        const forged = forgeCertificate({ ca, ekus: trustEkus, uris: c.uris ?? [], ...(c.dnsNames ? { dnsNames: c.dnsNames } : {}) });
+      void test(`${c.name} is cert-malformed`, async () => {
+        const forged = await forgeCertificate({ ca, ekus: trustEkus, uris: c.uris ?? [], ...(c.dnsNames ? { dnsNames: c.dnsNames } : {}) });
         const result = failure(checkPeerCertificate(new X509Certificate(forged.certPem), 'trust', { trustedCas: [ca.certificate] }));
         assert.equal(result.code, 'cert-malformed', result.message);
       });
     }
 
-    void test('a DNS name that merely contains "causeway" does not disturb the identity', () => {
-      const forged = forgeCertificate({ ca, ekus: trustEkus, uris: ['causeway://user/alice', 'causeway://device/laptop-1'], dnsNames: ['causeway.example.com'] });
+    void test('a DNS name that merely contains "causeway" does not disturb the identity', async () => {
+      const forged = await forgeCertificate({ ca, ekus: trustEkus, uris: ['causeway://user/alice', 'causeway://device/laptop-1'], dnsNames: ['causeway.example.com'] });
       assert.ok(checkPeerCertificate(new X509Certificate(forged.certPem), 'trust').ok);
     });
   });

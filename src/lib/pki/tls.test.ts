@@ -214,7 +214,7 @@ void describe('mutual TLS between parts', () => {
   });
 
   void test('CA-07 a client certificate signed with SHA-1 is refused at the handshake', async () => {
-    const weak = forgeCertificate({ ca, hash: 'sha1', ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.trust], uris: ['causeway://user/alice', 'causeway://device/laptop-1'] });
+    const weak = await forgeCertificate({ ca, hash: 'sha1', ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.trust], uris: ['causeway://user/alice', 'causeway://device/laptop-1'] });
     const client = { ...clientOpts(weak), ciphers: ATTACKER_CIPHERS };
     const result = await handshake(serverOpts(), client);
     assert.equal(result.ok, false);
@@ -224,13 +224,13 @@ void describe('mutual TLS between parts', () => {
   });
 
   void test('CA-07 the same forged certificate signed with SHA-256 is accepted, so only the digest made the difference', async () => {
-    const strong = forgeCertificate({ ca, hash: 'sha256', ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.trust], uris: ['causeway://user/alice', 'causeway://device/laptop-1'] });
+    const strong = await forgeCertificate({ ca, hash: 'sha256', ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.trust], uris: ['causeway://user/alice', 'causeway://device/laptop-1'] });
     const result = await handshake(serverOpts(), { ...clientOpts(strong), ciphers: ATTACKER_CIPHERS });
     assert.equal(result.ok, true, String(result.clientError ?? result.serverError));
   });
 
   void test('CA-07 a client certificate with an RSA-1024 key is refused at the handshake', async () => {
-    const weak = forgeCertificate({ ca, rsaBits: 1024, ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.trust], uris: ['causeway://user/alice', 'causeway://device/laptop-1'] });
+    const weak = await forgeCertificate({ ca, rsaBits: 1024, ekus: [EKU_CLIENT_AUTH, TYPE_MARKER_OID.trust], uris: ['causeway://user/alice', 'causeway://device/laptop-1'] });
     const client = { ...clientOpts(weak), ciphers: ATTACKER_CIPHERS };
     const result = await handshake(serverOpts(), client);
     assert.equal(result.ok, false);
