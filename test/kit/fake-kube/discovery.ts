@@ -43,6 +43,15 @@ const core: CoreResource[] = [
     ],
   },
   {
+    name: 'events',
+    singular: 'event',
+    kind: 'Event',
+    namespaced: true,
+    verbs: ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'],
+    shortNames: ['ev'],
+    subresources: [],
+  },
+  {
     name: 'pods',
     singular: 'pod',
     kind: 'Pod',

@@ -2,6 +2,8 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:https';
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import { makeClientCert, makeTestCa } from '../certs.ts';
 import { startFakeKube, BIG_NAMESPACE } from './index.ts';
 import type { FakeKube } from './index.ts';
 
@@ -220,6 +222,41 @@ void describe('fake kube API over HTTPS', () => {
     assert.equal((await get(kube, '/api')).status, 401);
     assert.equal((await get(kube, '/api', { 'X-User': 'alice' })).status, 200);
     assert.deepEqual(kube.requests.at(-1)!.user, { user: 'alice', groups: ['eng'] });
+  });
+
+  void test('requireClientCert refuses clients without a certificate from the client CA; the hook sees the certificate', async (t) => {
+    const clientCa = await makeTestCa();
+    const alice = await makeClientCert(clientCa, { commonName: 'alice', organizations: ['eng'] });
+    const kube = await startFakeKube({
+      requireClientCert: true,
+      clientCaPem: clientCa.certPem,
+      authenticate: (req) => {
+        const cert = (req.socket as TLSSocket).getPeerCertificate();
+        return { user: String(cert.subject.CN), groups: [String(cert.subject.O)] };
+      },
+    });
+    t.after(() => kube.close());
+    await assert.rejects(get(kube, '/version'));
+    const ok = await new Promise<number>((resolve, reject) => {
+      request(`${kube.url}/api`, { ca: kube.caPem, cert: alice.certPem, key: alice.keyPem, agent: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      })
+        .on('error', reject)
+        .end();
+    });
+    assert.equal(ok, 200);
+    assert.deepEqual(kube.requests.at(-1)!.user, { user: 'alice', groups: ['eng'] });
+  });
+
+  void test('a watch with timeoutSeconds ends by itself, and events list empty', async (t) => {
+    const kube = await startFakeKube({ pods: 1 });
+    t.after(() => kube.close());
+    const w = await stream(kube, '/api/v1/pods?watch=true&timeoutSeconds=1');
+    assert.match(await w.next(), /"ADDED"/);
+    await w.ended;
+    const events = JSON.parse((await get(kube, '/api/v1/namespaces/default/events')).body) as { kind: string; items: unknown[] };
+    assert.deepEqual([events.kind, events.items], ['EventList', []]);
   });
 
   void test('bigPods makes a multi-megabyte pod list in its own namespace', async (t) => {

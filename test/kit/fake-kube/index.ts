@@ -1,7 +1,27 @@
 /**
- * The fake Kubernetes API server for tests, the quickstart's demo cluster and the benchmark.
- * Start it with startFakeKube(), point kubectl at `url` trusting `caPem`, close() it when done.
+ * The fake Kubernetes API server, for end-to-end tests, the quickstart's demo cluster and the
+ * benchmark. It is product code with its own tests (test/kit/fake-kube/*.test.ts).
+ *
+ *     const kube = await startFakeKube({ dnsNames: ['kube.demo.causeway.test'] });
+ *     t.after(() => kube.close());
+ *     const kubeconfig = writeKubeconfig(dir, { server: kube.url, caPem: kube.caPem }); // ../kubectl.ts
+ *
+ * What it serves (HTTPS, HTTP/1.1):
+ * - discovery: /version, /api, /apis, /api/v1, aggregated (apidiscovery.k8s.io/v2) when asked;
+ * - pods: list (/api/v1/pods, /api/v1/namespaces/NS/pods) and get, as JSON or Table, label and
+ *   field selectors, watch (?watch=true) with kubectl's list-then-watch resourceVersion semantics,
+ *   Table watch events; namespaces; an empty events list;
+ * - logs: .../pods/NAME/log, with follow, tailLines, timestamps, container;
+ * - exec: WebSocket v5.channel.k8s.io / v4.channel.k8s.io running fake commands (echo, cat,
+ *   hostname, env, seq N, sleep N, true, false, sh -c "…; exit N"); SPDY exec is refused;
+ * - port-forward: SPDY/3.1 in a WebSocket (SPDY/3.1+portforward.k8s.io) or on an Upgrade: SPDY/3.1
+ *   POST, to setPortForwardTarget()'s port or a built-in echo.
+ *
+ * Tests inject changes with addPod/modifyPod/deletePod/appendLog and read `requests`, `execs` and
+ * `portForwards`. Note that the Google Cloud SDK's kubectl dispatcher (/usr/bin/kubectl on some
+ * machines) sends its own GET /version before each command.
  */
 export { startFakeKube, BIG_NAMESPACE, defaultPodInputs } from './server.ts';
 export type { FakeKube, FakeKubeOptions, FakeKubeUser, RecordedExec, RecordedPortForward, RecordedRequest } from './types.ts';
 export type { FakePodInput, PodObject, PodPatch, PodPhase } from './pods.ts';
+export { fakeCommands } from './exec.ts';

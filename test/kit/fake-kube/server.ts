@@ -20,7 +20,7 @@ import type { FakePodInput, PodObject, PodPatch } from './pods.ts';
 import { servePod, servePodCollection, serveNamespaces } from './pods-http.ts';
 import type { PodsContext } from './pods-http.ts';
 import { handlePortForwardUpgrade, PortForwardTargets } from './portforward.ts';
-import { failure, notFound, sendStatus } from './status.ts';
+import { failure, notFound, sendJson, sendStatus } from './status.ts';
 import type { KubeStatus } from './status.ts';
 import type { FakeKube, FakeKubeOptions, FakeKubeUser, RecordedExec, RecordedPortForward, RecordedRequest } from './types.ts';
 
@@ -291,6 +291,10 @@ export class FakeKubeServer implements FakeKube {
     if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)$/.exec(path)) !== null) return servePod(ctx, req, res, q, decodeURIComponent(m[1]), decodeURIComponent(m[2]));
     if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/log$/.exec(path)) !== null) {
       return serveLogs(this.logs, this.store, this.abort.signal, req, res, q, decodeURIComponent(m[1]), decodeURIComponent(m[2]));
+    }
+    if (path === '/api/v1/events' || /^\/api\/v1\/namespaces\/[^/]+\/events$/.test(path)) {
+      // The fake records no events; an empty list keeps `kubectl describe` quiet.
+      return sendJson(res, 200, { kind: 'EventList', apiVersion: 'v1', metadata: { resourceVersion: String(this.store.resourceVersion) }, items: [] });
     }
     if (/^\/api\/v1\/namespaces\/[^/]+\/pods\/[^/]+\/(exec|attach|portforward)$/.test(path)) {
       return sendStatus(res, failure(400, 'BadRequest', 'Upgrade request required'));
