@@ -255,7 +255,10 @@ class LineCollector {
   }
 }
 
-/** Starts kubectl in the background. Register `t.after(() => proc.close())` right away. */
+/**
+ * Starts kubectl in the background. Register `t.after(() => proc.close())` right away. Its stdin
+ * stays open (opts.stdin is written first); end it with `proc.child.stdin.end()` when needed.
+ */
 export async function spawnKubectl(bin: string, args: string[], opts: KubectlRunOptions = {}): Promise<KubectlProcess> {
   const { env, home } = await kubectlEnv(opts);
   const child = spawn(bin, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
