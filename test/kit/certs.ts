@@ -62,6 +62,14 @@ async function privateKeyPem(key: webcrypto.CryptoKey): Promise<string> {
   return x509.PemConverter.encode(der, 'PRIVATE KEY');
 }
 
+/** Rewrites an IPv6 address's dotted IPv4 tail (::ffff:10.0.0.1) as hex groups, which @peculiar/x509 misreads otherwise. */
+function ipForSan(ip: string): string {
+  const m = /^(.*:)(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(ip);
+  if (m === null) return ip;
+  const [a, b, c, d] = [m[2], m[3], m[4], m[5]].map(Number) as [number, number, number, number];
+  return `${m[1]}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+}
+
 /** Escapes a value for an RFC 4514 distinguished name. */
 function dnValue(value: string): string {
   return value.replace(/([,+"\\<>;=])/g, '\\$1').replace(/^([ #])/, '\\$1').replace(/ $/, '\\ ');
@@ -120,7 +128,7 @@ export async function makeServerCert(ca: TestCa, options: ServerCertOptions = {}
   const ipAddresses = options.ipAddresses ?? (options.dnsNames === undefined ? ['127.0.0.1'] : []);
   const names: x509.JsonGeneralName[] = [
     ...dnsNames.map((value) => ({ type: 'dns' as const, value })),
-    ...ipAddresses.map((value) => ({ type: 'ip' as const, value })),
+    ...ipAddresses.map((value) => ({ type: 'ip' as const, value: ipForSan(value) })),
   ];
   if (names.length === 0) throw new Error('makeServerCert needs at least one DNS name or IP address');
   const commonName = options.commonName ?? dnsNames[0] ?? ipAddresses[0];

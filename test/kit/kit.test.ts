@@ -27,6 +27,8 @@ void describe('certs', () => {
     assert.equal(cert.checkHost('kube.demo.causeway.test'), 'kube.demo.causeway.test');
     assert.equal(cert.checkIP('127.0.0.1'), '127.0.0.1');
     assert.equal(cert.checkHost('other.causeway.test'), undefined);
+    const v6 = new X509Certificate((await makeServerCert(ca, { ipAddresses: ['::1', '::ffff:10.0.0.1'] })).certPem);
+    assert.equal(v6.subjectAltName, 'IP Address:0:0:0:0:0:0:0:1, IP Address:0:0:0:0:0:FFFF:A00:1');
     assert.equal(caCert.ca, true);
     assert.equal(cert.ca, false);
   });
