@@ -1,0 +1,95 @@
+/**
+ * Relays bytes both ways between two duplex streams (a user's TLS socket and a backend socket or a
+ * tunnel stream), with backpressure and half-close: when one side ends its writing, the other side's
+ * writing is ended too and the opposite direction keeps flowing. Uses `pipe`, so there is no
+ * per-chunk work of our own. When one side fails or closes before both directions ended, the other
+ * side is aborted at once, so nothing hangs.
+ */
+import { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+
+export type RelayOutcome = 'done' | 'client-error' | 'upstream-error' | 'client-closed' | 'upstream-closed' | 'aborted';
+
+export interface RelayResult {
+  /** `done` when both directions ended cleanly; otherwise the first thing that went wrong. */
+  outcome: RelayOutcome;
+  /** The abort reason, or the error's code. */
+  detail?: string;
+  error?: Error;
+}
+
+export interface RelayOptions {
+  /** How to abort the client side (default: abortDuplex). */
+  abortClient?: (reason: string) => void;
+  /** How to abort the upstream side (default: abortDuplex); a tunnel stream sends RST_STREAM(CANCEL). */
+  abortUpstream?: (reason: string) => void;
+}
+
+/**
+ * Aborts a stream so the peer can tell it from a clean end: a plain TCP socket is reset (RST), so a
+ * backend never mistakes a cut-off request for a complete one; anything else (TLS) is destroyed.
+ */
+export function abortDuplex(stream: Duplex): void {
+  if (stream instanceof Socket && !('encrypted' in stream) && !stream.destroyed) {
+    try {
+      stream.resetAndDestroy();
+      return;
+    } catch {
+      // not a TCP handle (a pipe, a wrapped stream): fall through
+    }
+  }
+  stream.destroy();
+}
+
+export interface Relay {
+  /** Settles once both sides are closed; never rejects. */
+  readonly done: Promise<RelayResult>;
+  /** Cuts both sides now (a revocation, a shutdown deadline). */
+  abort(reason: string): void;
+}
+
+function endedCleanly(stream: Duplex): boolean {
+  return stream.errored === null && stream.readableEnded && stream.writableFinished;
+}
+
+export function relay(client: Duplex, upstream: Duplex, options: RelayOptions = {}): Relay {
+  const abortClient = options.abortClient ?? ((): void => abortDuplex(client));
+  const abortUpstream = options.abortUpstream ?? ((): void => abortDuplex(upstream));
+  let result: RelayResult | undefined;
+  let closed = 0;
+  let resolveDone: (r: RelayResult) => void = () => undefined;
+  const done = new Promise<RelayResult>((resolve) => {
+    resolveDone = resolve;
+  });
+
+  const fail = (r: RelayResult): void => {
+    if (result !== undefined) return;
+    result = r;
+    const reason = r.detail ?? r.outcome;
+    if (!client.destroyed) abortClient(reason);
+    if (!upstream.destroyed) abortUpstream(reason);
+  };
+
+  const onError = (outcome: 'client-error' | 'upstream-error') => (err: Error): void => {
+    fail({ outcome, detail: (err as NodeJS.ErrnoException).code ?? err.message, error: err });
+  };
+  const onClose = (side: 'client' | 'upstream', stream: Duplex) => (): void => {
+    if (!endedCleanly(stream)) fail({ outcome: side === 'client' ? 'client-closed' : 'upstream-closed' });
+    if (++closed === 2) resolveDone(result ?? { outcome: 'done' });
+  };
+
+  client.on('error', onError('client-error'));
+  upstream.on('error', onError('upstream-error'));
+  for (const [side, stream] of [['client', client], ['upstream', upstream]] as const) {
+    // A side that closed before the relay started (a user who gave up while we dialled) never emits 'close' again.
+    if (stream.closed) queueMicrotask(onClose(side, stream));
+    else stream.once('close', onClose(side, stream));
+  }
+  client.pipe(upstream);
+  upstream.pipe(client);
+
+  return {
+    done,
+    abort: (reason: string): void => fail({ outcome: 'aborted', detail: reason }),
+  };
+}
