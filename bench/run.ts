@@ -118,9 +118,15 @@ try {
       if (needs.has('nginx')) handshakeServers.push(chain.handshakeServer);
       descriptions['causeway'] = chain.target.description;
     } catch (err) {
-      if (!(err instanceof TargetUnavailable)) throw err;
-      unavailable.set('causeway', err.message);
-      log(`  causeway chain not measured: ${err.message}`);
+      const message = err instanceof Error ? err.message : String(err);
+      if (err instanceof TargetUnavailable) {
+        unavailable.set('causeway', message);
+        log(`  causeway chain not measured: ${message}`);
+      } else {
+        unavailable.set('causeway', 'the chain failed to start (see Errors)');
+        failures.push(`causeway chain: ${message}`);
+        log(`  causeway chain FAILED to start: ${message}`);
+      }
     }
   }
 

@@ -28,6 +28,9 @@ function handshake(run: RunRequest, secureContext: SecureContext, request: Buffe
       servername: run.servername,
       secureContext,
       minVersion: 'TLSv1.3',
+      // The chain is verified against the CA; the name check differs per server (DNS SAN for nginx,
+      // a type and name URI for the access tier) and is not what is being measured.
+      checkServerIdentity: () => undefined,
     });
     socket.setNoDelay(true);
     const timer = setTimeout(() => done(new Error('no answer within 10 s')), 10_000);
