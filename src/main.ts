@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { CausewayError, UserError, errorMessage } from './lib/errors.ts';
 import { registerCaCommands } from './pki-command.ts';
+import { registerQuickstartCommand } from './quickstart.ts';
 
 const program = new Command('causeway')
   .description('Zero-trust access to the Kubernetes API and private TCP services, without a VPN')
@@ -14,6 +15,7 @@ const program = new Command('causeway')
 
 // Each part registers its own subcommands.
 registerCaCommands(program);
+registerQuickstartCommand(program);
 
 try {
   await program.parseAsync(process.argv);
