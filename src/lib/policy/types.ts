@@ -89,3 +89,9 @@ export interface PolicyDecision {
   /** The service's policy mode; `none` when the service has no policy or is unknown. */
   mode: PolicyMode;
 }
+
+/** Principal state as lists, the shape a config snapshot can carry it in (see directoryFromState). */
+export interface PrincipalState {
+  users: readonly UserState[];
+  devices: readonly DeviceState[];
+}
