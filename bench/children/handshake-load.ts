@@ -54,6 +54,7 @@ async function runLoad(message: Record<string, unknown>): Promise<Record<string,
   const secureContext = createSecureContext({ ca: run.caPem, cert: run.certPem, key: run.keyPem, minVersion: 'TLSv1.3' });
   const request = Buffer.from(run.request, 'latin1');
   const start = performance.now();
+  const cpuStart = process.cpuUsage();
   const deadline = start + run.seconds * 1000;
   let completed = 0;
   let failed = 0;
@@ -71,7 +72,8 @@ async function runLoad(message: Record<string, unknown>): Promise<Record<string,
     }
   };
   await Promise.all(Array.from({ length: run.concurrency }, worker));
-  return { completed, failed, lastError, seconds: (performance.now() - start) / 1000 };
+  const cpu = process.cpuUsage(cpuStart);
+  return { completed, failed, lastError, seconds: (performance.now() - start) / 1000, cpuMicros: cpu.user + cpu.system };
 }
 
 serveParent({}, () => Promise.resolve(), { run: runLoad });

@@ -20,6 +20,8 @@ const LOAD_GENERATOR = fileURLToPath(new URL('../children/handshake-load.ts', im
 interface Sample {
   perSecond: number;
   serverCpuMicros: number;
+  /** The load generator's own CPU per handshake: when it nears 1e6 / rate, the client is the bottleneck. */
+  clientCpuMicros: number;
   failures: number;
 }
 
@@ -37,13 +39,14 @@ export const handshakeRateSuite: Suite = {
     try {
       const results = await interleave(servers, rounds, async (server) => {
         const sample = await measure(load, server, seconds, concurrency);
-        context.log(`    ${server.column.padEnd(8)} ${sample.perSecond.toFixed(0)} handshakes/s, server CPU ${sample.serverCpuMicros.toFixed(0)} µs each${sample.failures > 0 ? `, ${sample.failures} failed` : ''}`);
+        context.log(`    ${server.column.padEnd(8)} ${sample.perSecond.toFixed(0)} handshakes/s, CPU per handshake: server ${sample.serverCpuMicros.toFixed(0)} µs, load generator ${sample.clientCpuMicros.toFixed(0)} µs${sample.failures > 0 ? `, ${sample.failures} failed` : ''}`);
         await sleep(200);
         return sample;
       });
       const rate: Partial<Record<Column, number>> = {};
       const rateRounds: Partial<Record<Column, number[]>> = {};
       const cpu: Partial<Record<Column, number>> = {};
+      const clientCpu: Partial<Record<Column, number>> = {};
       const notes: string[] = [];
       for (const [server, { results: samples, error }] of results) {
         if (error !== undefined) {
@@ -53,6 +56,7 @@ export const handshakeRateSuite: Suite = {
         rate[server.column] = median(samples.map((s) => s.perSecond));
         rateRounds[server.column] = samples.map((s) => s.perSecond);
         cpu[server.column] = median(samples.map((s) => s.serverCpuMicros));
+        clientCpu[server.column] = median(samples.map((s) => s.clientCpuMicros));
       }
       return [
         {
@@ -65,7 +69,11 @@ export const handshakeRateSuite: Suite = {
           goal: { kind: 'ratio-at-least', baseline: 'nginx', value: 1.0 },
           digits: 0,
           ...(notes.length > 0 ? { notes } : {}),
-          details: { concurrency, servers: servers.map((s) => ({ column: s.column, description: s.description })) },
+          details: {
+            concurrency,
+            loadGeneratorCpuMicrosPerHandshake: clientCpu,
+            servers: servers.map((s) => ({ column: s.column, description: s.description })),
+          },
         },
         {
           id: 'handshake-rate.server-cpu',
@@ -108,5 +116,10 @@ async function measure(
   const failures = Number(reply['failed']);
   if (completed === 0) throw new Error(`no handshake completed with ${server.column} (${typeof reply['lastError'] === 'string' ? reply['lastError'] : 'no error reported'})`);
   if (failures > completed / 100) throw new Error(`${failures} of ${completed + failures} handshakes with ${server.column} failed (last: ${typeof reply['lastError'] === 'string' ? reply['lastError'] : '?'})`);
-  return { perSecond: completed / Number(reply['seconds']), serverCpuMicros: (cpu * 1e6) / completed, failures };
+  return {
+    perSecond: completed / Number(reply['seconds']),
+    serverCpuMicros: (cpu * 1e6) / completed,
+    clientCpuMicros: Number(reply['cpuMicros']) / completed,
+    failures,
+  };
 }
