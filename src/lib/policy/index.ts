@@ -1,0 +1,11 @@
+export { certificateDecider, eventDecision } from './decider.ts';
+export type { Decider, Decision, DecisionInput } from './decider.ts';
+export { compilePolicies, trustRank } from './compile.ts';
+export type { CompiledPolicies, CompiledPolicy, CompiledRole, CompiledRule, CompiledService, CompilePoliciesInput, PolicyProblem } from './compile.ts';
+export { evaluate, matchRole, matchingRoles } from './evaluate.ts';
+export type { EvaluateInput } from './evaluate.ts';
+export { describeDecision } from './describe.ts';
+export { directoryFromState } from './directory.ts';
+export { createPolicyDecider, toDecision } from './policy-decider.ts';
+export type { PolicyDecider, PolicyDeciderOptions } from './policy-decider.ts';
+export type { DeviceState, DeviceTrustLevel, Ownership, Platform, PolicyDecision, PolicyMode, PolicyReasonCode, PrincipalDirectory, PrincipalState, UserState } from './types.ts';
