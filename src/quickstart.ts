@@ -47,6 +47,8 @@ const PART_CERT_LIFETIME_MS = 7 * DAY;
 /** The trust cert keeps its default lifetime (8 h) and is renewed in the background once half of it is gone. */
 const TRUST_RENEW_CHECK_MS = 10 * 60_000;
 const TRUST_RENEW_BEFORE_MS = 4 * HOUR;
+/** How long the quickstart waits for the connector's tunnel before printing what to run. */
+const TUNNEL_WAIT_MS = 5_000;
 /** How long close() lets live connections finish. */
 const CLOSE_DRAIN_MS = 2_000;
 
@@ -244,12 +246,14 @@ export async function startQuickstart(opts: QuickstartOptions): Promise<Quicksta
       proxyUrl: printed({}, ['kubectl', '--kubeconfig', paths.proxyUrlKubeconfig, 'get', 'pods']),
     };
 
+    const tunnelUp = await waitForTunnel(connector, TUNNEL_WAIT_MS);
+    const row = (label: string, text: string): void => out(`  ${label.padEnd(22)}${text}`);
     out(`Causeway quickstart is running. Data directory: ${paths.dir} (${data.caCreated ? 'new CA created' : 'existing CA reused'})`);
-    out(`  access tier ${n.accessTier}      ${accessTierAddress}`);
-    out(`  connector ${n.connector}           connected out to ${n.accessTier}; may reach 127.0.0.0/8 only`);
-    out(`  client proxy          ${proxyUrl}, service ${n.service} (${QUICKSTART_DOMAIN}:443), user "${n.user}", device "${n.device}"`);
-    out(`  DEMO Kubernetes API   ${demoKube.url}: a fake API server from the Causeway test kit, NOT a real cluster`);
-    out(`  access events         ${paths.events}`);
+    row(`access tier ${n.accessTier}`, accessTierAddress);
+    row(`connector ${n.connector}`, `${tunnelUp ? 'tunnel up to' : 'still connecting to'} ${n.accessTier}; may reach 127.0.0.0/8 only`);
+    row('client proxy', `${proxyUrl}, service ${n.service} (${QUICKSTART_DOMAIN}:443), user "${n.user}", device "${n.device}"`);
+    row('DEMO Kubernetes API', `${demoKube.url}: a fake API server from the Causeway test kit, NOT a real cluster`);
+    row('access events', paths.events);
     out('');
     out('Run kubectl through Causeway:');
     out(`  ${commands.httpsProxy.line}`);
@@ -280,6 +284,16 @@ export async function startQuickstart(opts: QuickstartOptions): Promise<Quicksta
     await closeAll();
     throw err;
   }
+}
+
+/** Resolves true once the connector has its tunnel up, false after timeoutMs. */
+async function waitForTunnel(connector: Connector, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (connector.status().state !== 'up') {
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  return true;
 }
 
 function findService(snapshot: ConfigSnapshot | undefined): ServiceSpec {

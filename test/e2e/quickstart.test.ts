@@ -1,5 +1,5 @@
 /**
- * `causeway quickstart` as a user runs it (`npm start`): the real executable in a child process, on
+ * `causeway quickstart` as `npm start` runs it (node src/main.ts quickstart), in a child process, on
  * free ports, in a temp data directory. The kubectl commands it prints are run as printed (their
  * environment included) with every kubectl binary, and a second start reuses the first one's CA.
  */
@@ -28,7 +28,7 @@ interface Running {
 
 /** Starts `causeway quickstart` and resolves once it printed "Press Ctrl-C to stop." */
 async function startCli(dataDir: string): Promise<Running> {
-  const child = spawn(process.execPath, [join(repoRoot, 'bin', 'causeway.js'), 'quickstart', '--data-dir', dataDir, '--port', '0', '--access-tier-port', '0', '--kube-port', '0', '--log-level', 'warn'], {
+  const child = spawn(process.execPath, [join(repoRoot, 'src', 'main.ts'), 'quickstart', '--data-dir', dataDir, '--port', '0', '--access-tier-port', '0', '--kube-port', '0', '--log-level', 'warn'], {
     cwd: repoRoot,
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dataDir },
     stdio: ['ignore', 'pipe', 'pipe'],
