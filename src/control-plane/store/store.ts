@@ -1,0 +1,1021 @@
+/**
+ * The Store, written once against Kysely and run on either database (see backend.ts for the little
+ * that differs).
+ *
+ * Every write of a spec object, user, device or certificate revocation is one transaction that
+ * writes the record, a `changes` row (the feed the config stream replays) and an `audit_events` row
+ * (who, before, after). Versions are checked inside that transaction, which change-feed writers run
+ * one at a time (BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL), and the UPDATE also
+ * names the version it read: a stale `expectedVersion` is a VERSION_CONFLICT, never a lost update
+ * (CP-14).
+ */
+import { randomUUID } from 'node:crypto';
+import type { Kysely, Selectable, Transaction } from 'kysely';
+import { newEventId } from '../../lib/audit/index.ts';
+import type { AccessEvent } from '../../lib/audit/index.ts';
+import type { Clock } from '../../lib/clock.ts';
+import { CausewayError, UserError } from '../../lib/errors.ts';
+import type { Logger } from '../../lib/log.ts';
+import type { Backend, RevisionSource } from './backend.ts';
+import type { ApiTokensTable, AuditEventsTable, CertificatesTable, Database, DevicesTable, JoinTokensTable, ObjectsTable, UsersTable } from './schema.ts';
+import { asBool } from './schema.ts';
+import { hashToken, newSecret, tokenId, tokenMatches } from './tokens.ts';
+import { CERTIFICATE_KIND, DEVICE_KIND, RESERVED_KINDS, USER_KIND } from './types.ts';
+import type {
+  AccessEventQuery,
+  ActorOptions,
+  ApiTokenRecord,
+  ApiTokenScope,
+  AppendResult,
+  ApplyItem,
+  AuditEvent,
+  AuditEventQuery,
+  CertificateRecord,
+  Change,
+  ChangeObject,
+  DeleteObjectResult,
+  DevicePatch,
+  DeviceRecord,
+  IssuedToken,
+  JoinTokenKind,
+  JoinTokenRecord,
+  NewApiToken,
+  NewCertificate,
+  NewDevice,
+  NewJoinToken,
+  NewUser,
+  ObjectInput,
+  ObjectMetadata,
+  Page,
+  PutObjectResult,
+  RevokeCertificateOptions,
+  Snapshot,
+  Store,
+  StoredObject,
+  UserCredentials,
+  UserPatch,
+  UserRecord,
+  WriteOptions,
+} from './types.ts';
+import { canonicalJson, decodeCursor, encodeCursor, fromJson, fromJsonOrNull, isoTime, pageLimit, storable, storableString, toJson } from './values.ts';
+
+const JOIN_TOKEN_KINDS: readonly string[] = ['access-tier', 'connector', 'kube-proxy'];
+const API_TOKEN_SCOPES: readonly string[] = ['admin', 'viewer'];
+const DEFAULT_JOIN_TTL_MS = 60 * 60 * 1000;
+const MAX_JOIN_TTL_MS = 24 * 60 * 60 * 1000;
+const LAST_USED_RESOLUTION_MS = 60 * 1000;
+/** Rows per INSERT of access events: 10 parameters each stays far below both databases' limits. */
+const EVENT_CHUNK = 500;
+const NEVER = '9999-12-31T23:59:59.999Z';
+
+export interface KyselyStoreOptions {
+  backend: Backend;
+  logger: Logger;
+  clock: Clock;
+}
+
+/** One write transaction: its time, and helpers that append to the change feed and the audit log. */
+interface Tx {
+  trx: Transaction<Database>;
+  at: string;
+  change(kind: string, name: string, op: 'put' | 'delete', version: number, object: ChangeObject | null, actor: string): Promise<number>;
+  audit(actor: string, action: string, kind: string, name: string, before: unknown, after: unknown): Promise<void>;
+  /** The highest revision this transaction wrote. */
+  revision: number | undefined;
+}
+
+interface Watcher {
+  listener: (revision: number) => void;
+  last: number;
+}
+
+export class KyselyStore implements Store {
+  readonly dialect: 'sqlite' | 'postgres';
+  readonly #backend: Backend;
+  readonly #db: Kysely<Database>;
+  readonly #logger: Logger;
+  readonly #clock: Clock;
+  readonly #watchers = new Set<Watcher>();
+  #source: RevisionSource | undefined;
+  #stopping: Promise<void> | undefined;
+  #closed = false;
+
+  constructor(options: KyselyStoreOptions) {
+    this.#backend = options.backend;
+    this.#db = options.backend.db;
+    this.dialect = options.backend.dialect;
+    this.#logger = options.logger;
+    this.#clock = options.clock;
+  }
+
+  #now(): string {
+    return new Date(this.#clock.now()).toISOString();
+  }
+
+  // --- transactions ------------------------------------------------------------------------------
+
+  /** A write transaction with audit; `feed` also serialises it with other change-feed writers. */
+  async #write<T>(feed: boolean, fn: (tx: Tx) => Promise<T>): Promise<T> {
+    this.#assertOpen();
+    let revision: number | undefined;
+    const result = await this.#db.transaction().execute(async (trx) => {
+      if (feed) await this.#backend.lockChangeFeed(trx);
+      const at = this.#now();
+      const tx: Tx = {
+        trx,
+        at,
+        revision: undefined,
+        change: async (kind, name, op, version, object, actor) => {
+          const row = await trx
+            .insertInto('changes')
+            .values({ kind, name, op, version, object: object === null ? null : toJson(object), at, actor: storableString(actor) })
+            .returning('revision')
+            .executeTakeFirstOrThrow();
+          tx.revision = row.revision;
+          return row.revision;
+        },
+        audit: async (actor, action, kind, name, before, after) => {
+          await trx
+            .insertInto('audit_events')
+            .values({ id: newEventId(this.#clock.now()), at, actor: storableString(actor), action, kind, name, before: before === null || before === undefined ? null : toJson(before), after: after === null || after === undefined ? null : toJson(after) })
+            .execute();
+        },
+      };
+      const value = await fn(tx);
+      if (tx.revision !== undefined) await this.#backend.announceInTransaction(trx, tx.revision);
+      revision = tx.revision;
+      return value;
+    });
+    if (revision !== undefined) this.#announce(revision);
+    return result;
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new CausewayError('STORE_CLOSED', 'the store was used after close(); this is a bug');
+  }
+
+  // --- spec objects ------------------------------------------------------------------------------
+
+  async getObject(kind: string, name: string): Promise<StoredObject | undefined> {
+    this.#assertOpen();
+    const row = await this.#db.selectFrom('objects').selectAll().where('kind', '=', kind).where('name', '=', name).executeTakeFirst();
+    return row === undefined ? undefined : objectFromRow(row);
+  }
+
+  async listObjects(kind?: string): Promise<StoredObject[]> {
+    this.#assertOpen();
+    let query = this.#db.selectFrom('objects').selectAll();
+    if (kind !== undefined) query = query.where('kind', '=', kind);
+    const rows = await query.orderBy('kind').orderBy('name').execute();
+    return rows.map(objectFromRow);
+  }
+
+  putObject(input: ObjectInput, options: WriteOptions): Promise<PutObjectResult> {
+    checkActor(options);
+    const expected = checkExpectedVersion(options.expectedVersion);
+    return this.#write(true, (tx) => this.#put(tx, input, expected, options.actor));
+  }
+
+  applyObjects(items: ApplyItem[], options: ActorOptions): Promise<PutObjectResult[]> {
+    checkActor(options);
+    const checked = items.map((item) => ({ item, expected: checkExpectedVersion(item.expectedVersion) }));
+    return this.#write(true, async (tx) => {
+      const results: PutObjectResult[] = [];
+      for (const { item, expected } of checked) results.push(await this.#put(tx, item, expected, options.actor));
+      return results;
+    });
+  }
+
+  async #put(tx: Tx, input: ObjectInput, expected: number | undefined, actor: string): Promise<PutObjectResult> {
+    const { kind, name } = checkObjectKey(input.kind, input.name);
+    const metadata = jsonValue(input.metadata ?? {}, 'metadata') as ObjectMetadata;
+    const spec = jsonValue(input.spec, 'spec');
+    const row = await tx.trx.selectFrom('objects').selectAll().where('kind', '=', kind).where('name', '=', name).executeTakeFirst();
+    checkVersion(`${kind} ${name}`, row?.version, expected);
+    if (row !== undefined) {
+      const before = objectFromRow(row);
+      if (canonicalJson(before.metadata) === canonicalJson(metadata) && canonicalJson(before.spec) === canonicalJson(spec)) {
+        return { object: before, result: 'unchanged', revision: undefined };
+      }
+      const after: StoredObject = { ...before, metadata, spec, version: row.version + 1, updatedAt: tx.at, updatedBy: actor };
+      const updated = await tx.trx
+        .updateTable('objects')
+        .set({ metadata: toJson(metadata), spec: toJson(spec), version: after.version, updated_at: tx.at, updated_by: storableString(actor) })
+        .where('kind', '=', kind)
+        .where('name', '=', name)
+        .where('version', '=', row.version)
+        .executeTakeFirst();
+      if (updated.numUpdatedRows !== 1n) throw versionConflict(`${kind} ${name}`, undefined, expected ?? row.version);
+      const revision = await tx.change(kind, name, 'put', after.version, after, actor);
+      await tx.audit(actor, 'update', kind, name, before, after);
+      return { object: after, result: 'changed', revision };
+    }
+    const object: StoredObject = { kind, name, metadata, spec, version: 1, createdAt: tx.at, createdBy: actor, updatedAt: tx.at, updatedBy: actor };
+    await tx.trx
+      .insertInto('objects')
+      .values({ kind, name, metadata: toJson(metadata), spec: toJson(spec), version: 1, created_at: tx.at, created_by: storableString(actor), updated_at: tx.at, updated_by: storableString(actor) })
+      .execute();
+    const revision = await tx.change(kind, name, 'put', 1, object, actor);
+    await tx.audit(actor, 'create', kind, name, null, object);
+    return { object, result: 'created', revision };
+  }
+
+  deleteObject(kind: string, name: string, options: WriteOptions): Promise<DeleteObjectResult> {
+    checkActor(options);
+    const expected = checkExpectedVersion(options.expectedVersion);
+    return this.#write(true, async (tx) => {
+      const row = await tx.trx.selectFrom('objects').selectAll().where('kind', '=', kind).where('name', '=', name).executeTakeFirst();
+      if (row === undefined) throw new UserError('NOT_FOUND', `${kind} ${name} does not exist`);
+      checkVersion(`${kind} ${name}`, row.version, expected);
+      const before = objectFromRow(row);
+      await tx.trx.deleteFrom('objects').where('kind', '=', kind).where('name', '=', name).execute();
+      const revision = await tx.change(kind, name, 'delete', row.version, null, options.actor);
+      await tx.audit(options.actor, 'delete', kind, name, before, null);
+      return { object: before, revision };
+    });
+  }
+
+  // --- change feed -------------------------------------------------------------------------------
+
+  async currentRevision(): Promise<number> {
+    this.#assertOpen();
+    return maxRevision(this.#db);
+  }
+
+  async changesSince(revision: number, limit = 1000): Promise<Change[]> {
+    this.#assertOpen();
+    if (!Number.isSafeInteger(revision) || revision < 0) throw new UserError('INVALID_ARGUMENT', 'revision must be a whole number of at least 0');
+    if (!Number.isInteger(limit) || limit < 1) throw new UserError('INVALID_ARGUMENT', 'limit must be a whole number of at least 1');
+    const rows = await this.#db
+      .selectFrom('changes')
+      .selectAll()
+      .where('revision', '>', revision)
+      .orderBy('revision')
+      .limit(Math.min(limit, 10_000))
+      .execute();
+    return rows.map((row) => ({
+      revision: row.revision,
+      kind: row.kind,
+      name: row.name,
+      op: row.op,
+      version: row.version,
+      object: fromJsonOrNull<ChangeObject>(row.object),
+      at: row.at,
+      actor: row.actor,
+    }));
+  }
+
+  async snapshot(): Promise<Snapshot> {
+    this.#assertOpen();
+    const now = this.#now();
+    return this.#db
+      .transaction()
+      .setIsolationLevel('repeatable read')
+      .setAccessMode('read only')
+      .execute(async (trx) => {
+        const revision = await maxRevision(trx);
+        const objects = (await trx.selectFrom('objects').selectAll().orderBy('kind').orderBy('name').execute()).map(objectFromRow);
+        const users = (await trx.selectFrom('users').selectAll().orderBy('id').execute()).map(userFromRow);
+        const devices = (await trx.selectFrom('devices').selectAll().orderBy('id').execute()).map(deviceFromRow);
+        const revoked = await trx.selectFrom('certificates').select('serial').where('revoked_at', 'is not', null).where('not_after', '>', now).orderBy('serial').execute();
+        return { revision, objects, users, devices, revokedSerials: revoked.map((r) => r.serial) };
+      });
+  }
+
+  watch(listener: (revision: number) => void): () => void {
+    this.#assertOpen();
+    const watcher: Watcher = { listener, last: -1 };
+    this.#watchers.add(watcher);
+    if (this.#source === undefined) {
+      this.#source = this.#backend.listen(
+        (revision) => this.#announce(revision),
+        () => this.#poll(),
+      );
+    }
+    void this.#poll();
+    return () => {
+      if (!this.#watchers.delete(watcher) || this.#watchers.size > 0 || this.#source === undefined) return;
+      const source = this.#source;
+      this.#source = undefined;
+      this.#stopping = source.stop().catch((err: unknown) => this.#logger.warn({ err }, 'stopping the change watcher failed'));
+    };
+  }
+
+  async #poll(): Promise<void> {
+    if (this.#closed || this.#watchers.size === 0) return;
+    try {
+      this.#announce(await maxRevision(this.#db));
+    } catch (err) {
+      if (!this.#closed) this.#logger.warn({ err }, 'reading the current config revision failed; will retry');
+    }
+  }
+
+  #announce(revision: number): void {
+    for (const watcher of this.#watchers) {
+      if (revision <= watcher.last) continue;
+      watcher.last = revision;
+      try {
+        watcher.listener(revision);
+      } catch (err) {
+        this.#logger.error({ err }, 'a change watcher threw');
+      }
+    }
+  }
+
+  // --- users -------------------------------------------------------------------------------------
+
+  createUser(user: NewUser, options: ActorOptions): Promise<UserRecord> {
+    checkActor(options);
+    const name = requiredText(user.name, 'name');
+    const id = user.id === undefined ? randomUUID() : requiredText(user.id, 'id');
+    const groups = stringList(user.groups ?? [], 'groups');
+    return this.#write(true, async (tx) => {
+      const clash = await tx.trx.selectFrom('users').select(['id', 'name']).where((eb) => eb.or([eb('id', '=', id), eb('name', '=', name)])).executeTakeFirst();
+      if (clash !== undefined) throw new UserError('ALREADY_EXISTS', clash.name === name ? `a user named ${name} already exists` : `a user with id ${id} already exists`);
+      const row: Selectable<UsersTable> = {
+        id,
+        name,
+        email: optionalText(user.email, 'email'),
+        groups: toJson(groups),
+        disabled: user.disabled ?? false,
+        password_hash: user.passwordHash ?? null,
+        version: 1,
+        created_at: tx.at,
+        created_by: storableString(options.actor),
+        updated_at: tx.at,
+        updated_by: storableString(options.actor),
+      };
+      await tx.trx.insertInto('users').values(row).execute();
+      const record = userFromRow(row);
+      await tx.change(USER_KIND, id, 'put', 1, record, options.actor);
+      await tx.audit(options.actor, 'create', USER_KIND, id, null, record);
+      return record;
+    });
+  }
+
+  async getUser(id: string): Promise<UserRecord | undefined> {
+    this.#assertOpen();
+    const row = await this.#db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
+    return row === undefined ? undefined : userFromRow(row);
+  }
+
+  async getUserByName(name: string): Promise<UserRecord | undefined> {
+    return (await this.getUserCredentials(name))?.user;
+  }
+
+  async getUserCredentials(name: string): Promise<UserCredentials | undefined> {
+    this.#assertOpen();
+    const row = await this.#db.selectFrom('users').selectAll().where('name', '=', name).executeTakeFirst();
+    return row === undefined ? undefined : { user: userFromRow(row), passwordHash: row.password_hash };
+  }
+
+  async listUsers(): Promise<UserRecord[]> {
+    this.#assertOpen();
+    return (await this.#db.selectFrom('users').selectAll().orderBy('name').execute()).map(userFromRow);
+  }
+
+  updateUser(id: string, patch: UserPatch, options: WriteOptions): Promise<UserRecord> {
+    checkActor(options);
+    const expected = checkExpectedVersion(options.expectedVersion);
+    return this.#write(true, async (tx) => {
+      const row = await tx.trx.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
+      if (row === undefined) throw new UserError('NOT_FOUND', `user ${id} does not exist`);
+      checkVersion(`user ${row.name}`, row.version, expected);
+      const next: Selectable<UsersTable> = {
+        ...row,
+        name: patch.name === undefined ? row.name : requiredText(patch.name, 'name'),
+        email: patch.email === undefined ? row.email : optionalText(patch.email, 'email'),
+        groups: patch.groups === undefined ? row.groups : toJson(stringList(patch.groups, 'groups')),
+        disabled: patch.disabled === undefined ? asBool(row.disabled) : patch.disabled,
+        password_hash: patch.passwordHash === undefined ? row.password_hash : patch.passwordHash,
+      };
+      const unchanged = next.name === row.name && next.email === row.email && canonicalJson(fromJson(next.groups)) === canonicalJson(fromJson(row.groups)) && next.disabled === asBool(row.disabled) && next.password_hash === row.password_hash;
+      if (unchanged) return userFromRow(row);
+      if (next.name !== row.name) {
+        const clash = await tx.trx.selectFrom('users').select('id').where('name', '=', next.name).executeTakeFirst();
+        if (clash !== undefined) throw new UserError('ALREADY_EXISTS', `a user named ${next.name} already exists`);
+      }
+      next.version = row.version + 1;
+      next.updated_at = tx.at;
+      next.updated_by = storableString(options.actor);
+      const { id: _id, created_at: _ca, created_by: _cb, ...changes } = next;
+      const updated = await tx.trx.updateTable('users').set(changes).where('id', '=', id).where('version', '=', row.version).executeTakeFirst();
+      if (updated.numUpdatedRows !== 1n) throw versionConflict(`user ${row.name}`, undefined, row.version);
+      const before = userFromRow(row);
+      const after = userFromRow(next);
+      await tx.change(USER_KIND, id, 'put', after.version, after, options.actor);
+      await tx.audit(options.actor, 'update', USER_KIND, id, before, after);
+      return after;
+    });
+  }
+
+  deleteUser(id: string, options: WriteOptions): Promise<UserRecord> {
+    checkActor(options);
+    const expected = checkExpectedVersion(options.expectedVersion);
+    return this.#write(true, async (tx) => {
+      const row = await tx.trx.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
+      if (row === undefined) throw new UserError('NOT_FOUND', `user ${id} does not exist`);
+      checkVersion(`user ${row.name}`, row.version, expected);
+      const devices = await tx.trx.selectFrom('devices').selectAll().where('user_id', '=', id).orderBy('id').execute();
+      for (const device of devices) {
+        await tx.trx.deleteFrom('devices').where('id', '=', device.id).execute();
+        await tx.change(DEVICE_KIND, device.id, 'delete', device.version, null, options.actor);
+        await tx.audit(options.actor, 'delete', DEVICE_KIND, device.id, deviceFromRow(device), null);
+      }
+      await tx.trx.deleteFrom('users').where('id', '=', id).execute();
+      const before = userFromRow(row);
+      await tx.change(USER_KIND, id, 'delete', row.version, null, options.actor);
+      await tx.audit(options.actor, 'delete', USER_KIND, id, before, null);
+      return before;
+    });
+  }
+
+  // --- devices -----------------------------------------------------------------------------------
+
+  registerDevice(device: NewDevice, options: ActorOptions): Promise<DeviceRecord> {
+    checkActor(options);
+    const id = device.id === undefined ? randomUUID() : requiredText(device.id, 'id');
+    return this.#write(true, async (tx) => {
+      const user = await tx.trx.selectFrom('users').select('id').where('id', '=', device.userId).executeTakeFirst();
+      if (user === undefined) throw new UserError('NOT_FOUND', `user ${device.userId} does not exist`);
+      const clash = await tx.trx.selectFrom('devices').select('id').where('id', '=', id).executeTakeFirst();
+      if (clash !== undefined) throw new UserError('ALREADY_EXISTS', `a device with id ${id} already exists`);
+      const row: Selectable<DevicesTable> = {
+        id,
+        user_id: device.userId,
+        platform: requiredText(device.platform, 'platform'),
+        os_version: optionalText(device.osVersion, 'osVersion'),
+        serial: optionalText(device.serial, 'serial'),
+        hostname: optionalText(device.hostname, 'hostname'),
+        ownership: requiredText(device.ownership ?? 'other', 'ownership'),
+        public_key: optionalText(device.publicKey, 'publicKey'),
+        registered_at: tx.at,
+        registered_by: storableString(options.actor),
+        banned: false,
+        last_seen: null,
+        trust: device.trust === undefined || device.trust === null ? null : toJson(jsonValue(device.trust, 'trust')),
+        version: 1,
+        updated_at: tx.at,
+        updated_by: storableString(options.actor),
+      };
+      await tx.trx.insertInto('devices').values(row).execute();
+      const record = deviceFromRow(row);
+      await tx.change(DEVICE_KIND, id, 'put', 1, record, options.actor);
+      await tx.audit(options.actor, 'create', DEVICE_KIND, id, null, record);
+      return record;
+    });
+  }
+
+  async getDevice(id: string): Promise<DeviceRecord | undefined> {
+    this.#assertOpen();
+    const row = await this.#db.selectFrom('devices').selectAll().where('id', '=', id).executeTakeFirst();
+    return row === undefined ? undefined : deviceFromRow(row);
+  }
+
+  async listDevices(filter: { userId?: string } = {}): Promise<DeviceRecord[]> {
+    this.#assertOpen();
+    let query = this.#db.selectFrom('devices').selectAll();
+    if (filter.userId !== undefined) query = query.where('user_id', '=', filter.userId);
+    return (await query.orderBy('id').execute()).map(deviceFromRow);
+  }
+
+  updateDevice(id: string, patch: DevicePatch, options: WriteOptions): Promise<DeviceRecord> {
+    return this.#updateDevice(id, patch, options, 'update');
+  }
+
+  banDevice(id: string, options: WriteOptions): Promise<DeviceRecord> {
+    return this.#updateDevice(id, { banned: true }, options, 'ban');
+  }
+
+  unbanDevice(id: string, options: WriteOptions): Promise<DeviceRecord> {
+    return this.#updateDevice(id, { banned: false }, options, 'unban');
+  }
+
+  #updateDevice(id: string, patch: DevicePatch, options: WriteOptions, action: string): Promise<DeviceRecord> {
+    checkActor(options);
+    const expected = checkExpectedVersion(options.expectedVersion);
+    return this.#write(true, async (tx) => {
+      const row = await tx.trx.selectFrom('devices').selectAll().where('id', '=', id).executeTakeFirst();
+      if (row === undefined) throw new UserError('NOT_FOUND', `device ${id} does not exist`);
+      checkVersion(`device ${id}`, row.version, expected);
+      const set = {
+        os_version: patch.osVersion === undefined ? row.os_version : optionalText(patch.osVersion, 'osVersion'),
+        serial: patch.serial === undefined ? row.serial : optionalText(patch.serial, 'serial'),
+        hostname: patch.hostname === undefined ? row.hostname : optionalText(patch.hostname, 'hostname'),
+        ownership: patch.ownership === undefined ? row.ownership : requiredText(patch.ownership, 'ownership'),
+        public_key: patch.publicKey === undefined ? row.public_key : optionalText(patch.publicKey, 'publicKey'),
+        banned: patch.banned === undefined ? asBool(row.banned) : patch.banned,
+        trust: patch.trust === undefined ? row.trust : patch.trust === null ? null : toJson(jsonValue(patch.trust, 'trust')),
+      };
+      const sameTrust = (set.trust === null ? null : canonicalJson(fromJson(set.trust))) === (row.trust === null ? null : canonicalJson(fromJson(row.trust)));
+      const unchanged = set.os_version === row.os_version && set.serial === row.serial && set.hostname === row.hostname && set.ownership === row.ownership && set.public_key === row.public_key && set.banned === asBool(row.banned) && sameTrust;
+      if (unchanged) return deviceFromRow(row);
+      const version = row.version + 1;
+      const updated = await tx.trx
+        .updateTable('devices')
+        .set({ ...set, version, updated_at: tx.at, updated_by: storableString(options.actor) })
+        .where('id', '=', id)
+        .where('version', '=', row.version)
+        .executeTakeFirst();
+      if (updated.numUpdatedRows !== 1n) throw versionConflict(`device ${id}`, undefined, row.version);
+      const before = deviceFromRow(row);
+      const after = deviceFromRow({ ...row, ...set, version, updated_at: tx.at, updated_by: storableString(options.actor) });
+      await tx.change(DEVICE_KIND, id, 'put', version, after, options.actor);
+      await tx.audit(options.actor, action, DEVICE_KIND, id, before, after);
+      return after;
+    });
+  }
+
+  unregisterDevice(id: string, options: WriteOptions): Promise<DeviceRecord> {
+    checkActor(options);
+    const expected = checkExpectedVersion(options.expectedVersion);
+    return this.#write(true, async (tx) => {
+      const row = await tx.trx.selectFrom('devices').selectAll().where('id', '=', id).executeTakeFirst();
+      if (row === undefined) throw new UserError('NOT_FOUND', `device ${id} does not exist`);
+      checkVersion(`device ${id}`, row.version, expected);
+      await tx.trx.deleteFrom('devices').where('id', '=', id).execute();
+      const before = deviceFromRow(row);
+      await tx.change(DEVICE_KIND, id, 'delete', row.version, null, options.actor);
+      await tx.audit(options.actor, 'delete', DEVICE_KIND, id, before, null);
+      return before;
+    });
+  }
+
+  async touchDevice(id: string, at?: string): Promise<void> {
+    this.#assertOpen();
+    const when = at === undefined ? this.#now() : isoTime(at, 'at');
+    const result = await this.#db.updateTable('devices').set({ last_seen: when }).where('id', '=', id).executeTakeFirst();
+    if (result.numUpdatedRows !== 1n) throw new UserError('NOT_FOUND', `device ${id} does not exist`);
+  }
+
+  // --- API tokens --------------------------------------------------------------------------------
+
+  createApiToken(token: NewApiToken, options: ActorOptions): Promise<IssuedToken<ApiTokenRecord>> {
+    checkActor(options);
+    const name = requiredText(token.name, 'name');
+    if (!API_TOKEN_SCOPES.includes(token.scope)) throw new UserError('INVALID_ARGUMENT', `scope must be one of ${API_TOKEN_SCOPES.join(', ')}`);
+    const expiresAt = token.expiresAt === undefined || token.expiresAt === null ? null : isoTime(token.expiresAt, 'expiresAt');
+    const secret = newSecret('cwat');
+    return this.#write(false, async (tx) => {
+      const row: Selectable<ApiTokensTable> = { id: secret.id, name, scope: token.scope, token_hash: secret.hash, created_at: tx.at, created_by: storableString(options.actor), expires_at: expiresAt, revoked_at: null, last_used_at: null };
+      await tx.trx.insertInto('api_tokens').values(row).execute();
+      const record = apiTokenFromRow(row);
+      await tx.audit(options.actor, 'create', 'ApiToken', record.id, null, record);
+      return { token: secret.token, record };
+    });
+  }
+
+  async listApiTokens(): Promise<ApiTokenRecord[]> {
+    this.#assertOpen();
+    return (await this.#db.selectFrom('api_tokens').selectAll().orderBy('created_at').orderBy('id').execute()).map(apiTokenFromRow);
+  }
+
+  async verifyApiToken(secret: string): Promise<ApiTokenRecord | undefined> {
+    this.#assertOpen();
+    const id = typeof secret === 'string' ? tokenId(secret, 'cwat') : undefined;
+    const row = id === undefined ? undefined : await this.#db.selectFrom('api_tokens').selectAll().where('id', '=', id).executeTakeFirst();
+    // Compare against something even when there is no record, so timing says little about ids.
+    const matches = tokenMatches(typeof secret === 'string' ? secret : '', row?.token_hash ?? hashToken('absent'));
+    if (row === undefined || !matches) return undefined;
+    const nowMs = this.#clock.now();
+    const now = new Date(nowMs).toISOString();
+    if (row.revoked_at !== null) return undefined;
+    if (row.expires_at !== null && row.expires_at <= now) return undefined;
+    const record = apiTokenFromRow(row);
+    if (row.last_used_at === null || nowMs - Date.parse(row.last_used_at) >= LAST_USED_RESOLUTION_MS) {
+      try {
+        await this.#db.updateTable('api_tokens').set({ last_used_at: now }).where('id', '=', row.id).execute();
+        record.lastUsedAt = now;
+      } catch (err) {
+        this.#logger.warn({ err, tokenId: row.id }, 'recording when an API token was last used failed');
+      }
+    }
+    return record;
+  }
+
+  revokeApiToken(id: string, options: ActorOptions): Promise<ApiTokenRecord> {
+    checkActor(options);
+    return this.#write(false, async (tx) => {
+      const row = await tx.trx.selectFrom('api_tokens').selectAll().where('id', '=', id).executeTakeFirst();
+      if (row === undefined) throw new UserError('NOT_FOUND', `API token ${id} does not exist`);
+      if (row.revoked_at !== null) return apiTokenFromRow(row);
+      await tx.trx.updateTable('api_tokens').set({ revoked_at: tx.at }).where('id', '=', id).execute();
+      const before = apiTokenFromRow(row);
+      const after = { ...before, revokedAt: tx.at };
+      await tx.audit(options.actor, 'revoke', 'ApiToken', id, before, after);
+      return after;
+    });
+  }
+
+  // --- join tokens -------------------------------------------------------------------------------
+
+  createJoinToken(token: NewJoinToken, options: ActorOptions): Promise<IssuedToken<JoinTokenRecord>> {
+    checkActor(options);
+    if (!JOIN_TOKEN_KINDS.includes(token.kind)) throw new UserError('INVALID_ARGUMENT', `kind must be one of ${JOIN_TOKEN_KINDS.join(', ')}`);
+    const name = requiredText(token.name, 'name');
+    const ttlMs = token.ttlMs ?? DEFAULT_JOIN_TTL_MS;
+    if (!Number.isFinite(ttlMs) || ttlMs <= 0 || ttlMs > MAX_JOIN_TTL_MS) throw new UserError('INVALID_ARGUMENT', 'a join token lives between 1 ms and 24 h (DT-06: join tokens are short-lived)');
+    const secret = newSecret('cwjt');
+    return this.#write(false, async (tx) => {
+      const expiresAt = new Date(Date.parse(tx.at) + ttlMs).toISOString();
+      const row: Selectable<JoinTokensTable> = { id: secret.id, kind: token.kind, name, token_hash: secret.hash, created_at: tx.at, created_by: storableString(options.actor), expires_at: expiresAt, used_at: null };
+      await tx.trx.insertInto('join_tokens').values(row).execute();
+      const record = joinTokenFromRow(row);
+      await tx.audit(options.actor, 'create', 'JoinToken', record.id, null, record);
+      return { token: secret.token, record };
+    });
+  }
+
+  async listJoinTokens(): Promise<JoinTokenRecord[]> {
+    this.#assertOpen();
+    return (await this.#db.selectFrom('join_tokens').selectAll().orderBy('created_at').orderBy('id').execute()).map(joinTokenFromRow);
+  }
+
+  consumeJoinToken(secret: string, kind: JoinTokenKind): Promise<JoinTokenRecord> {
+    const invalid = (): UserError => new UserError('JOIN_TOKEN_INVALID', 'the join token is not valid (mistyped, expired, already used or meant for another part); create a new one with `causeway join-token create`');
+    const id = typeof secret === 'string' ? tokenId(secret, 'cwjt') : undefined;
+    if (id === undefined) return Promise.reject(invalid());
+    return this.#write(false, async (tx) => {
+      const row = await tx.trx.selectFrom('join_tokens').selectAll().where('id', '=', id).executeTakeFirst();
+      const matches = tokenMatches(secret, row?.token_hash ?? hashToken('absent'));
+      if (row === undefined || !matches || row.kind !== kind || row.used_at !== null || row.expires_at <= tx.at) throw invalid();
+      // The condition on used_at makes the second of two concurrent uses change nothing.
+      const used = await tx.trx.updateTable('join_tokens').set({ used_at: tx.at }).where('id', '=', id).where('used_at', 'is', null).executeTakeFirst();
+      if (used.numUpdatedRows !== 1n) throw invalid();
+      const before = joinTokenFromRow(row);
+      const after = { ...before, usedAt: tx.at };
+      await tx.audit(`${row.kind}:${row.name}`, 'use', 'JoinToken', id, before, after);
+      return after;
+    });
+  }
+
+  // --- certificates ------------------------------------------------------------------------------
+
+  async recordCertificate(certificate: NewCertificate): Promise<CertificateRecord> {
+    this.#assertOpen();
+    const row: Selectable<CertificatesTable> = {
+      serial: requiredText(certificate.serial, 'serial'),
+      type: requiredText(certificate.type, 'type'),
+      identity: storableString(certificate.identity),
+      not_after: isoTime(certificate.notAfter, 'notAfter'),
+      recorded_at: this.#now(),
+      revoked_at: null,
+      revoked_by: null,
+      reason: null,
+    };
+    await this.#db.insertInto('certificates').values(row).onConflict((oc) => oc.column('serial').doNothing()).execute();
+    return (await this.getCertificate(row.serial)) ?? certificateFromRow(row);
+  }
+
+  async getCertificate(serial: string): Promise<CertificateRecord | undefined> {
+    this.#assertOpen();
+    const row = await this.#db.selectFrom('certificates').selectAll().where('serial', '=', serial).executeTakeFirst();
+    return row === undefined ? undefined : certificateFromRow(row);
+  }
+
+  revokeCertificate(serial: string, options: RevokeCertificateOptions): Promise<CertificateRecord> {
+    checkActor(options);
+    const key = requiredText(serial, 'serial');
+    const reason = options.reason === undefined ? null : storableString(options.reason);
+    return this.#write(true, async (tx) => {
+      const row = await tx.trx.selectFrom('certificates').selectAll().where('serial', '=', key).executeTakeFirst();
+      if (row !== undefined && row.revoked_at !== null) return certificateFromRow(row);
+      const actor = storableString(options.actor);
+      let next: Selectable<CertificatesTable>;
+      if (row === undefined) {
+        next = {
+          serial: key,
+          type: options.type ?? 'unknown',
+          identity: storableString(options.identity ?? ''),
+          not_after: options.notAfter === undefined ? NEVER : isoTime(options.notAfter, 'notAfter'),
+          recorded_at: tx.at,
+          revoked_at: tx.at,
+          revoked_by: actor,
+          reason,
+        };
+        await tx.trx.insertInto('certificates').values(next).execute();
+      } else {
+        next = { ...row, revoked_at: tx.at, revoked_by: actor, reason };
+        await tx.trx.updateTable('certificates').set({ revoked_at: tx.at, revoked_by: actor, reason }).where('serial', '=', key).execute();
+      }
+      const after = certificateFromRow(next);
+      await tx.change(CERTIFICATE_KIND, key, 'put', 1, after, options.actor);
+      await tx.audit(options.actor, 'revoke', CERTIFICATE_KIND, key, row === undefined ? null : certificateFromRow(row), after);
+      return after;
+    });
+  }
+
+  async listRevokedCertificates(): Promise<CertificateRecord[]> {
+    this.#assertOpen();
+    const rows = await this.#db.selectFrom('certificates').selectAll().where('revoked_at', 'is not', null).where('not_after', '>', this.#now()).orderBy('serial').execute();
+    return rows.map(certificateFromRow);
+  }
+
+  // --- settings ----------------------------------------------------------------------------------
+
+  async getSetting(key: string): Promise<string | undefined> {
+    this.#assertOpen();
+    return (await this.#db.selectFrom('kv').select('value').where('key', '=', key).executeTakeFirst())?.value;
+  }
+
+  putSetting(key: string, value: string, options: ActorOptions): Promise<void> {
+    checkActor(options);
+    checkSetting(key, value);
+    return this.#write(false, async (tx) => {
+      const existed = await tx.trx.selectFrom('kv').select('key').where('key', '=', key).executeTakeFirst();
+      await tx.trx
+        .insertInto('kv')
+        .values({ key, value, updated_at: tx.at })
+        .onConflict((oc) => oc.column('key').doUpdateSet({ value, updated_at: tx.at }))
+        .execute();
+      // Values may be (encrypted) key material: the audit says that it changed, not what to.
+      await tx.audit(options.actor, existed === undefined ? 'create' : 'update', 'Setting', key, null, null);
+    });
+  }
+
+  putSettingIfAbsent(key: string, value: string, options: ActorOptions): Promise<{ value: string; inserted: boolean }> {
+    checkActor(options);
+    checkSetting(key, value);
+    return this.#write(false, async (tx) => {
+      const result = await tx.trx.insertInto('kv').values({ key, value, updated_at: tx.at }).onConflict((oc) => oc.column('key').doNothing()).executeTakeFirst();
+      const inserted = result.numInsertedOrUpdatedRows === 1n;
+      if (inserted) {
+        await tx.audit(options.actor, 'create', 'Setting', key, null, null);
+        return { value, inserted };
+      }
+      const stored = await tx.trx.selectFrom('kv').select('value').where('key', '=', key).executeTakeFirstOrThrow();
+      return { value: stored.value, inserted };
+    });
+  }
+
+  // --- events ------------------------------------------------------------------------------------
+
+  async appendAccessEvents(events: AccessEvent[]): Promise<AppendResult> {
+    this.#assertOpen();
+    if (events.length === 0) return { inserted: 0, duplicates: 0 };
+    const receivedAt = this.#now();
+    const rows = events.map((event, i) => {
+      if (event === null || typeof event !== 'object' || typeof event.id !== 'string' || event.id === '') {
+        throw new UserError('INVALID_ARGUMENT', `access event ${i} has no id; events are stored once per id`);
+      }
+      const clean = storable(event) as AccessEvent;
+      const ms = typeof event.time === 'string' ? Date.parse(event.time) : NaN;
+      return {
+        id: clean.id,
+        received_at: receivedAt,
+        time: Number.isFinite(ms) ? new Date(ms).toISOString() : receivedAt,
+        decision: String(clean.decision),
+        service: clean.service ?? null,
+        user: clean.user ?? null,
+        device: clean.device ?? null,
+        access_tier: String(clean.accessTier ?? ''),
+        reasons: toJson(Array.isArray(clean.reasons) ? clean.reasons : []),
+        event: toJson(clean),
+      };
+    });
+    const inserted = await this.#db.transaction().execute(async (trx) => {
+      let count = 0;
+      for (let i = 0; i < rows.length; i += EVENT_CHUNK) {
+        const result = await trx
+          .insertInto('access_events')
+          .values(rows.slice(i, i + EVENT_CHUNK))
+          .onConflict((oc) => oc.column('id').doNothing())
+          .executeTakeFirst();
+        count += Number(result.numInsertedOrUpdatedRows ?? 0n);
+      }
+      return count;
+    });
+    return { inserted, duplicates: events.length - inserted };
+  }
+
+  async queryAccessEvents(query: AccessEventQuery = {}): Promise<Page<AccessEvent>> {
+    this.#assertOpen();
+    const limit = pageLimit(query.limit);
+    let q = this.#db.selectFrom('access_events').select(['id', 'time', 'event']);
+    if (query.service !== undefined) q = q.where('service', '=', query.service);
+    if (query.user !== undefined) q = q.where('user', '=', query.user);
+    if (query.device !== undefined) q = q.where('device', '=', query.device);
+    if (query.decision !== undefined) q = q.where('decision', '=', query.decision);
+    if (query.since !== undefined) q = q.where('time', '>=', isoTime(query.since, 'since'));
+    if (query.until !== undefined) q = q.where('time', '<', isoTime(query.until, 'until'));
+    if (query.after !== undefined) {
+      const c = decodeCursor(query.after);
+      q = q.where((eb) => eb.or([eb('time', '<', c.time), eb.and([eb('time', '=', c.time), eb('id', '<', c.id)])]));
+    }
+    const rows = await q.orderBy('time', 'desc').orderBy('id', 'desc').limit(limit + 1).execute();
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    return { events: page.map((r) => fromJson<AccessEvent>(r.event)), next: rows.length > limit && last !== undefined ? encodeCursor(last.time, last.id) : undefined };
+  }
+
+  async queryAuditEvents(query: AuditEventQuery = {}): Promise<Page<AuditEvent>> {
+    this.#assertOpen();
+    const limit = pageLimit(query.limit);
+    let q = this.#db.selectFrom('audit_events').selectAll();
+    if (query.kind !== undefined) q = q.where('kind', '=', query.kind);
+    if (query.name !== undefined) q = q.where('name', '=', query.name);
+    if (query.actor !== undefined) q = q.where('actor', '=', query.actor);
+    if (query.action !== undefined) q = q.where('action', '=', query.action);
+    if (query.since !== undefined) q = q.where('at', '>=', isoTime(query.since, 'since'));
+    if (query.until !== undefined) q = q.where('at', '<', isoTime(query.until, 'until'));
+    if (query.after !== undefined) {
+      const c = decodeCursor(query.after);
+      q = q.where((eb) => eb.or([eb('at', '<', c.time), eb.and([eb('at', '=', c.time), eb('id', '<', c.id)])]));
+    }
+    const rows = await q.orderBy('at', 'desc').orderBy('id', 'desc').limit(limit + 1).execute();
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    return { events: page.map(auditFromRow), next: rows.length > limit && last !== undefined ? encodeCursor(last.at, last.id) : undefined };
+  }
+
+  // --- lifecycle ---------------------------------------------------------------------------------
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#watchers.clear();
+    const source = this.#source;
+    this.#source = undefined;
+    await source?.stop();
+    await this.#stopping;
+    await this.#backend.close();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+// --- checks --------------------------------------------------------------------------------------
+
+function checkActor(options: ActorOptions): void {
+  if (options === undefined || typeof options.actor !== 'string' || options.actor === '') throw new UserError('INVALID_ARGUMENT', 'every change names its actor');
+}
+
+function checkExpectedVersion(expected: number | undefined): number | undefined {
+  if (expected === undefined) return undefined;
+  if (!Number.isSafeInteger(expected) || expected < 0) throw new UserError('INVALID_ARGUMENT', 'expectedVersion must be a whole number of at least 0');
+  return expected;
+}
+
+function checkObjectKey(kind: unknown, name: unknown): { kind: string; name: string } {
+  if (typeof kind !== 'string' || kind === '') throw new UserError('INVALID_ARGUMENT', 'an object needs a kind');
+  if (RESERVED_KINDS.includes(kind)) throw new UserError('INVALID_ARGUMENT', `${kind} is not a spec kind; use the ${kind.toLowerCase()} methods`);
+  if (typeof name !== 'string' || name === '') throw new UserError('INVALID_ARGUMENT', 'an object needs a name');
+  return { kind: storableString(kind), name: storableString(name) };
+}
+
+/** expectedVersion: undefined = any; 0 = must not exist; n = must be at n. */
+function checkVersion(what: string, current: number | undefined, expected: number | undefined): void {
+  if (expected === undefined) return;
+  if ((current ?? 0) !== expected) throw versionConflict(what, current, expected);
+}
+
+function versionConflict(what: string, current: number | undefined, expected: number): UserError {
+  const now = current === undefined ? 'has changed' : current === 0 ? 'does not exist' : `is at version ${current}`;
+  const detail = expected === 0 ? `${what} already exists` : `${what} ${now}, not version ${expected}`;
+  return new UserError('VERSION_CONFLICT', `${detail}: someone changed it meanwhile; read it again and retry`);
+}
+
+function requiredText(value: unknown, field: string): string {
+  if (typeof value !== 'string' || value === '') throw new UserError('INVALID_ARGUMENT', `${field} must be a non-empty string`);
+  return storableString(value);
+}
+
+function optionalText(value: unknown, field: string): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'string') throw new UserError('INVALID_ARGUMENT', `${field} must be a string`);
+  return storableString(value);
+}
+
+function stringList(value: unknown, field: string): string[] {
+  if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) throw new UserError('INVALID_ARGUMENT', `${field} must be a list of strings`);
+  return value.map(storableString);
+}
+
+/** A JSON round-trip (Dates become strings, undefined goes) made storable. */
+function jsonValue(value: unknown, field: string): unknown {
+  const text = value === undefined ? undefined : JSON.stringify(value);
+  if (text === undefined) throw new UserError('INVALID_ARGUMENT', `${field} must be a JSON value`);
+  return storable(JSON.parse(text));
+}
+
+function checkSetting(key: string, value: string): void {
+  requiredText(key, 'key');
+  if (typeof value !== 'string') throw new UserError('INVALID_ARGUMENT', 'a setting is a string');
+  if (value.includes('PRIVATE KEY')) {
+    throw new CausewayError('PLAINTEXT_KEY_REFUSED', `refusing to store a PEM private key in setting ${key}: keys are stored encrypted (CP-16); this is a bug`);
+  }
+}
+
+async function maxRevision(db: Kysely<Database> | Transaction<Database>): Promise<number> {
+  const row = await db
+    .selectFrom('changes')
+    .select((eb) => eb.fn.max('revision').as('revision'))
+    .executeTakeFirst();
+  return row?.revision === undefined || row.revision === null ? 0 : Number(row.revision);
+}
+
+// --- rows to records -----------------------------------------------------------------------------
+
+function objectFromRow(row: Selectable<ObjectsTable>): StoredObject {
+  return {
+    kind: row.kind,
+    name: row.name,
+    metadata: fromJson<ObjectMetadata>(row.metadata),
+    spec: fromJson(row.spec),
+    version: row.version,
+    createdAt: row.created_at,
+    createdBy: row.created_by,
+    updatedAt: row.updated_at,
+    updatedBy: row.updated_by,
+  };
+}
+
+function userFromRow(row: Selectable<UsersTable>): UserRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    email: row.email,
+    groups: fromJson<string[]>(row.groups),
+    disabled: asBool(row.disabled),
+    hasPassword: row.password_hash !== null,
+    version: row.version,
+    createdAt: row.created_at,
+    createdBy: row.created_by,
+    updatedAt: row.updated_at,
+    updatedBy: row.updated_by,
+  };
+}
+
+function deviceFromRow(row: Selectable<DevicesTable>): DeviceRecord {
+  return {
+    id: row.id,
+    userId: row.user_id,
+    platform: row.platform,
+    osVersion: row.os_version,
+    serial: row.serial,
+    hostname: row.hostname,
+    ownership: row.ownership,
+    publicKey: row.public_key,
+    registeredAt: row.registered_at,
+    registeredBy: row.registered_by,
+    banned: asBool(row.banned),
+    lastSeen: row.last_seen,
+    trust: fromJsonOrNull<Record<string, unknown>>(row.trust),
+    version: row.version,
+    updatedAt: row.updated_at,
+    updatedBy: row.updated_by,
+  };
+}
+
+function apiTokenFromRow(row: Selectable<ApiTokensTable>): ApiTokenRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    scope: row.scope as ApiTokenScope,
+    createdAt: row.created_at,
+    createdBy: row.created_by,
+    expiresAt: row.expires_at,
+    revokedAt: row.revoked_at,
+    lastUsedAt: row.last_used_at,
+  };
+}
+
+function joinTokenFromRow(row: Selectable<JoinTokensTable>): JoinTokenRecord {
+  return {
+    id: row.id,
+    kind: row.kind as JoinTokenKind,
+    name: row.name,
+    createdAt: row.created_at,
+    createdBy: row.created_by,
+    expiresAt: row.expires_at,
+    usedAt: row.used_at,
+  };
+}
+
+function certificateFromRow(row: Selectable<CertificatesTable>): CertificateRecord {
+  return {
+    serial: row.serial,
+    type: row.type,
+    identity: row.identity,
+    notAfter: row.not_after,
+    recordedAt: row.recorded_at,
+    revokedAt: row.revoked_at,
+    revokedBy: row.revoked_by,
+    reason: row.reason,
+  };
+}
+
+function auditFromRow(row: Selectable<AuditEventsTable>): AuditEvent {
+  return {
+    id: row.id,
+    at: row.at,
+    actor: row.actor,
+    action: row.action,
+    kind: row.kind,
+    name: row.name,
+    before: fromJsonOrNull(row.before),
+    after: fromJsonOrNull(row.after),
+  };
+}

@@ -1,0 +1,393 @@
+/**
+ * The control plane's store: what it keeps and the one interface both databases implement.
+ *
+ * Every timestamp is an ISO 8601 UTC string with milliseconds. Every mutable record has a `version`
+ * that starts at 1 and grows by one per change; a write that names an `expectedVersion` other than
+ * the current one fails with `VERSION_CONFLICT` (the API answers 409). Secrets are never stored:
+ * token secrets are kept as SHA-256 hashes, password hashes are only handed to `getUserCredentials`,
+ * and no other method returns a hash.
+ */
+import type { AccessDecision, AccessEvent } from '../../lib/audit/index.ts';
+
+export type { AccessDecision, AccessEvent };
+
+/** Change-feed kinds for the records that are not spec objects. `putObject` refuses them. */
+export const USER_KIND = 'User';
+export const DEVICE_KIND = 'Device';
+export const CERTIFICATE_KIND = 'Certificate';
+export const RESERVED_KINDS: readonly string[] = [USER_KIND, DEVICE_KIND, CERTIFICATE_KIND];
+
+/** Who made a change: `user:<name>`, `token:<id>`, `system`… Recorded as given. */
+export interface WriteOptions {
+  actor: string;
+  /** undefined: write whatever is there; 0: the record must not exist yet; n: it must be at version n. */
+  expectedVersion?: number;
+}
+
+export interface ActorOptions {
+  actor: string;
+}
+
+// --- spec objects (DESIGN §4) -------------------------------------------------------------------
+
+/** `metadata` of a spec document without its name (description, link, …). */
+export type ObjectMetadata = Record<string, unknown>;
+
+export interface ObjectInput {
+  kind: string;
+  name: string;
+  spec: unknown;
+  metadata?: ObjectMetadata;
+}
+
+export interface StoredObject {
+  kind: string;
+  name: string;
+  metadata: ObjectMetadata;
+  spec: unknown;
+  version: number;
+  createdAt: string;
+  createdBy: string;
+  updatedAt: string;
+  updatedBy: string;
+}
+
+export type PutOutcome = 'created' | 'changed' | 'unchanged';
+
+export interface PutObjectResult {
+  object: StoredObject;
+  /** `unchanged`: the same metadata and spec were already stored; nothing was written. */
+  result: PutOutcome;
+  /** The change-feed revision of this write; undefined when nothing was written. */
+  revision: number | undefined;
+}
+
+export interface DeleteObjectResult {
+  /** The object as it was before the delete. */
+  object: StoredObject;
+  revision: number;
+}
+
+export type ApplyItem = ObjectInput & { expectedVersion?: number };
+
+// --- change feed ---------------------------------------------------------------------------------
+
+export type ChangeObject = StoredObject | UserRecord | DeviceRecord | CertificateRecord;
+
+export interface Change {
+  /** Strictly increasing, in commit order; gaps are possible (a rolled-back write). */
+  revision: number;
+  kind: string;
+  name: string;
+  op: 'put' | 'delete';
+  /** The record's version after a put, or the version deleted. */
+  version: number;
+  /** The whole record after a put; null for a delete. */
+  object: ChangeObject | null;
+  at: string;
+  actor: string;
+}
+
+export interface Snapshot {
+  /** Every change up to this revision is reflected, and none after it. */
+  revision: number;
+  objects: StoredObject[];
+  users: UserRecord[];
+  devices: DeviceRecord[];
+  /** Serials of revoked certificates that have not expired yet. */
+  revokedSerials: string[];
+}
+
+// --- users and devices ---------------------------------------------------------------------------
+
+export interface UserRecord {
+  id: string;
+  name: string;
+  email: string | null;
+  groups: string[];
+  disabled: boolean;
+  /** Whether the user has a built-in password; the hash itself only comes from getUserCredentials. */
+  hasPassword: boolean;
+  version: number;
+  createdAt: string;
+  createdBy: string;
+  updatedAt: string;
+  updatedBy: string;
+}
+
+export interface NewUser {
+  /** Default: a random UUID. */
+  id?: string;
+  name: string;
+  email?: string | null;
+  groups?: string[];
+  disabled?: boolean;
+  /** A password hash made by the caller (never a password). */
+  passwordHash?: string | null;
+}
+
+export interface UserPatch {
+  name?: string;
+  email?: string | null;
+  groups?: string[];
+  disabled?: boolean;
+  passwordHash?: string | null;
+}
+
+export interface UserCredentials {
+  user: UserRecord;
+  passwordHash: string | null;
+}
+
+export interface DeviceRecord {
+  id: string;
+  userId: string;
+  platform: string;
+  osVersion: string | null;
+  serial: string | null;
+  hostname: string | null;
+  ownership: string;
+  /** The device's public key (PEM); public, kept to check posture signatures. */
+  publicKey: string | null;
+  registeredAt: string;
+  registeredBy: string;
+  banned: boolean;
+  /** Updated by touchDevice without a version bump or change record. */
+  lastSeen: string | null;
+  /** What trust scoring last decided (level, factors…), as the trust module shapes it. */
+  trust: Record<string, unknown> | null;
+  version: number;
+  updatedAt: string;
+  updatedBy: string;
+}
+
+export interface NewDevice {
+  /** Default: a random UUID. */
+  id?: string;
+  userId: string;
+  platform: string;
+  osVersion?: string | null;
+  serial?: string | null;
+  hostname?: string | null;
+  /** Default `other`. */
+  ownership?: string;
+  publicKey?: string | null;
+  trust?: Record<string, unknown> | null;
+}
+
+export interface DevicePatch {
+  osVersion?: string | null;
+  serial?: string | null;
+  hostname?: string | null;
+  ownership?: string;
+  publicKey?: string | null;
+  banned?: boolean;
+  trust?: Record<string, unknown> | null;
+}
+
+// --- tokens --------------------------------------------------------------------------------------
+
+export type ApiTokenScope = 'admin' | 'viewer';
+
+export interface ApiTokenRecord {
+  id: string;
+  name: string;
+  scope: ApiTokenScope;
+  createdAt: string;
+  createdBy: string;
+  expiresAt: string | null;
+  revokedAt: string | null;
+  /** Updated at most once a minute. */
+  lastUsedAt: string | null;
+}
+
+export interface NewApiToken {
+  name: string;
+  scope: ApiTokenScope;
+  /** ISO time, or null/undefined for a token that does not expire. */
+  expiresAt?: string | null;
+}
+
+export type JoinTokenKind = 'access-tier' | 'connector' | 'kube-proxy';
+
+export interface JoinTokenRecord {
+  id: string;
+  kind: JoinTokenKind;
+  name: string;
+  createdAt: string;
+  createdBy: string;
+  expiresAt: string;
+  usedAt: string | null;
+}
+
+export interface NewJoinToken {
+  kind: JoinTokenKind;
+  /** The name the joining part will have (AccessTier or Connector metadata.name). */
+  name: string;
+  /** Default one hour. */
+  ttlMs?: number;
+}
+
+/** A new token: the secret is shown once, here, and never stored. */
+export interface IssuedToken<R> {
+  token: string;
+  record: R;
+}
+
+// --- certificates --------------------------------------------------------------------------------
+
+export interface CertificateRecord {
+  serial: string;
+  type: string;
+  /** The identity URI (causeway://device/<id>, …). */
+  identity: string;
+  notAfter: string;
+  recordedAt: string;
+  revokedAt: string | null;
+  revokedBy: string | null;
+  reason: string | null;
+}
+
+export interface NewCertificate {
+  serial: string;
+  type: string;
+  identity: string;
+  notAfter: string;
+}
+
+export interface RevokeCertificateOptions extends ActorOptions {
+  reason?: string;
+  /** For a serial the store has not recorded: what it is (default type `unknown`, no identity). */
+  type?: string;
+  identity?: string;
+  notAfter?: string;
+}
+
+// --- events --------------------------------------------------------------------------------------
+
+export interface AppendResult {
+  inserted: number;
+  /** Events whose id was already stored (a re-shipped batch), or repeated within the batch. */
+  duplicates: number;
+}
+
+export interface AccessEventQuery {
+  service?: string;
+  user?: string;
+  device?: string;
+  decision?: AccessDecision;
+  /** Inclusive lower bound on the event time (ISO). */
+  since?: string;
+  /** Exclusive upper bound on the event time (ISO). */
+  until?: string;
+  /** Default 100, at most 1000. */
+  limit?: number;
+  /** The `next` cursor of the previous page. */
+  after?: string;
+}
+
+export interface Page<T> {
+  /** Newest first. */
+  events: T[];
+  /** Pass as `after` for the next (older) page; undefined on the last page. */
+  next: string | undefined;
+}
+
+export interface AuditEvent {
+  id: string;
+  at: string;
+  actor: string;
+  /** create, update, delete, revoke, use, … */
+  action: string;
+  kind: string;
+  name: string;
+  before: unknown;
+  after: unknown;
+}
+
+export interface AuditEventQuery {
+  kind?: string;
+  name?: string;
+  actor?: string;
+  action?: string;
+  since?: string;
+  until?: string;
+  limit?: number;
+  after?: string;
+}
+
+// --- the store -----------------------------------------------------------------------------------
+
+export interface Store {
+  readonly dialect: 'sqlite' | 'postgres';
+
+  getObject(kind: string, name: string): Promise<StoredObject | undefined>;
+  /** Ordered by kind, then name (bytewise). */
+  listObjects(kind?: string): Promise<StoredObject[]>;
+  putObject(input: ObjectInput, options: WriteOptions): Promise<PutObjectResult>;
+  deleteObject(kind: string, name: string, options: WriteOptions): Promise<DeleteObjectResult>;
+  /** Puts every item in one transaction: all are written or, on any error, none. */
+  applyObjects(items: ApplyItem[], options: ActorOptions): Promise<PutObjectResult[]>;
+
+  currentRevision(): Promise<number>;
+  /** Changes with a revision greater than `revision`, oldest first. Default limit 1000. */
+  changesSince(revision: number, limit?: number): Promise<Change[]>;
+  snapshot(): Promise<Snapshot>;
+  /**
+   * Calls `listener` soon with the current revision, then whenever it grows (from this store or
+   * another on the same database); calls may be coalesced. Returns the function that stops it.
+   */
+  watch(listener: (revision: number) => void): () => void;
+
+  createUser(user: NewUser, options: ActorOptions): Promise<UserRecord>;
+  getUser(id: string): Promise<UserRecord | undefined>;
+  getUserByName(name: string): Promise<UserRecord | undefined>;
+  /** For the built-in login only: the one method that returns a password hash. */
+  getUserCredentials(name: string): Promise<UserCredentials | undefined>;
+  listUsers(): Promise<UserRecord[]>;
+  updateUser(id: string, patch: UserPatch, options: WriteOptions): Promise<UserRecord>;
+  /** Deletes the user and their devices. */
+  deleteUser(id: string, options: WriteOptions): Promise<UserRecord>;
+
+  registerDevice(device: NewDevice, options: ActorOptions): Promise<DeviceRecord>;
+  getDevice(id: string): Promise<DeviceRecord | undefined>;
+  listDevices(filter?: { userId?: string }): Promise<DeviceRecord[]>;
+  /** A patch that changes nothing writes nothing (no version bump, change or audit event). */
+  updateDevice(id: string, patch: DevicePatch, options: WriteOptions): Promise<DeviceRecord>;
+  banDevice(id: string, options: WriteOptions): Promise<DeviceRecord>;
+  unbanDevice(id: string, options: WriteOptions): Promise<DeviceRecord>;
+  unregisterDevice(id: string, options: WriteOptions): Promise<DeviceRecord>;
+  /** Records when the device was last seen; no version bump, change or audit event. */
+  touchDevice(id: string, at?: string): Promise<void>;
+
+  createApiToken(token: NewApiToken, options: ActorOptions): Promise<IssuedToken<ApiTokenRecord>>;
+  listApiTokens(): Promise<ApiTokenRecord[]>;
+  /** The token's record if the secret is valid, unrevoked and unexpired; otherwise undefined. */
+  verifyApiToken(secret: string): Promise<ApiTokenRecord | undefined>;
+  revokeApiToken(id: string, options: ActorOptions): Promise<ApiTokenRecord>;
+
+  createJoinToken(token: NewJoinToken, options: ActorOptions): Promise<IssuedToken<JoinTokenRecord>>;
+  listJoinTokens(): Promise<JoinTokenRecord[]>;
+  /** Marks the token used, atomically. Unknown, used, expired or of another kind: JOIN_TOKEN_INVALID, whichever it was. */
+  consumeJoinToken(secret: string, kind: JoinTokenKind): Promise<JoinTokenRecord>;
+
+  recordCertificate(certificate: NewCertificate): Promise<CertificateRecord>;
+  getCertificate(serial: string): Promise<CertificateRecord | undefined>;
+  revokeCertificate(serial: string, options: RevokeCertificateOptions): Promise<CertificateRecord>;
+  /** Revoked certificates that have not expired yet. */
+  listRevokedCertificates(): Promise<CertificateRecord[]>;
+
+  getSetting(key: string): Promise<string | undefined>;
+  /** Refuses a value containing `PRIVATE KEY` (CP-16: keys are stored encrypted, never as PEM). */
+  putSetting(key: string, value: string, options: ActorOptions): Promise<void>;
+  /** Stores the value unless the key exists; returns what is stored. For replicas racing on first start. */
+  putSettingIfAbsent(key: string, value: string, options: ActorOptions): Promise<{ value: string; inserted: boolean }>;
+
+  appendAccessEvents(events: AccessEvent[]): Promise<AppendResult>;
+  queryAccessEvents(query?: AccessEventQuery): Promise<Page<AccessEvent>>;
+  queryAuditEvents(query?: AuditEventQuery): Promise<Page<AuditEvent>>;
+
+  /** Stops watchers and closes the database connections. */
+  close(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}

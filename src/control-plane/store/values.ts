@@ -1,0 +1,88 @@
+/**
+ * Value conversions shared by both databases: JSON in and out, times, cursors, and the one rule for
+ * strings that PostgreSQL cannot hold.
+ */
+import { UserError } from '../../lib/errors.ts';
+
+/**
+ * PostgreSQL text and JSONB cannot hold U+0000 or unpaired surrogates, and a batch of access events
+ * with a hostile SNI must never be refused (its spool would retry it forever). So on both databases,
+ * before storing, NUL becomes U+2400 (SYMBOL FOR NULL) and lone surrogates become U+FFFD: the same
+ * data reads back from either.
+ */
+export function storableString(value: string): string {
+  // eslint-disable-next-line no-control-regex
+  const noNul = value.includes('\u0000') ? value.replace(/\u0000/g, '\u2400') : value;
+  return noNul.isWellFormed() ? noNul : noNul.toWellFormed();
+}
+
+/** A deep copy with every string (and key) made storable; drops undefined like JSON does. */
+export function storable(value: unknown): unknown {
+  if (typeof value === 'string') return storableString(value);
+  if (Array.isArray(value)) return value.map((v) => storable(v === undefined ? null : v));
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) if (v !== undefined) out[storableString(k)] = storable(v);
+    return out;
+  }
+  return value;
+}
+
+/** JSON with object keys sorted, so equal values give equal text (JSONB reorders keys). */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(sortKeys(value));
+}
+
+function sortKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(sortKeys);
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const key of Object.keys(value).sort()) {
+      const v = (value as Record<string, unknown>)[key];
+      if (v !== undefined) out[key] = sortKeys(v);
+    }
+    return out;
+  }
+  return value;
+}
+
+/** The text to store in a JSON column: storable, canonical. */
+export function toJson(value: unknown): string {
+  return canonicalJson(storable(value));
+}
+
+export function fromJson<T>(text: string): T {
+  return JSON.parse(text) as T;
+}
+
+export function fromJsonOrNull<T>(text: string | null): T | null {
+  return text === null ? null : (JSON.parse(text) as T);
+}
+
+/** A caller-given time as the one stored format; a bad value is a UserError naming the field. */
+export function isoTime(value: string, field: string): string {
+  const ms = Date.parse(value);
+  if (!Number.isFinite(ms)) throw new UserError('INVALID_ARGUMENT', `${field} must be an ISO 8601 time, such as 2026-01-01T00:00:00Z`);
+  return new Date(ms).toISOString();
+}
+
+/** An opaque page cursor over (time, id). */
+export function encodeCursor(time: string, id: string): string {
+  return Buffer.from(JSON.stringify([time, id]), 'utf8').toString('base64url');
+}
+
+export function decodeCursor(cursor: string): { time: string; id: string } {
+  try {
+    const parsed: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    if (Array.isArray(parsed) && parsed.length === 2 && typeof parsed[0] === 'string' && typeof parsed[1] === 'string') return { time: parsed[0], id: parsed[1] };
+  } catch {
+    // fall through
+  }
+  throw new UserError('INVALID_CURSOR', 'the page cursor is not one this server returned; start again without it');
+}
+
+export function pageLimit(limit: number | undefined): number {
+  if (limit === undefined) return 100;
+  if (!Number.isInteger(limit) || limit < 1) throw new UserError('INVALID_ARGUMENT', 'limit must be a whole number of at least 1');
+  return Math.min(limit, 1000);
+}
