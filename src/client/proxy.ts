@@ -234,8 +234,8 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     socket.setNoDelay(true);
     // Always one listener, so an error between phases never becomes an uncaught exception.
     socket.on('error', (err) => logger.debug({ id: conn.id, err }, 'access tier socket error'));
-    // A TLS 1.3 server sends session tickets only once it has accepted our certificate, so a ticket also
-    // tells a deliberate close apart from a refused certificate (which a Node server signals by just closing).
+    // A TLS 1.3 server sends session tickets only after accepting our certificate, so a ticket (when one
+    // arrives before a close) also proves the close was not a refused certificate.
     socket.on('session', (ticketBuf: Buffer) => {
       conn.ticketSeen = true;
       if (config.sessionResumption) session = { key: trust.key, ticket: ticketBuf };
@@ -299,7 +299,15 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
       stats.bytesUp += clientLeftover.length;
       socket.write(clientLeftover);
     }
-    relay(client, socket, (n) => (stats.bytesUp += n), (n) => (stats.bytesDown += n));
+    relay(
+      client,
+      socket,
+      (n) => (stats.bytesUp += n),
+      (n) => {
+        stats.bytesDown += n;
+        conn.bytesDown += n;
+      },
+    );
     if (closing) endRelay(conn);
   };
 
@@ -463,6 +471,13 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
       .then((socket) => {
         if (conn.phase !== 'dial') return;
         startRelay(conn, socket, Buffer.alloc(0), Buffer.alloc(0));
+        // TCP mode has no answer to read, so a refusal (certificate or policy) is a close with nothing sent:
+        // there is no status to show the local client, so say it in the log.
+        socket.once('end', () => {
+          if (conn.bytesDown === 0 && !conn.client.readableEnded) {
+            logger.warn({ id: conn.id, reason: 'access-tier-closed' }, `the access tier at ${config.accessTierAddress} closed the tunnel without sending anything: it may have refused the trust certificate or denied access; run \`causeway login\` again if this persists`);
+          }
+        });
       })
       .catch((err: unknown) => failUpstream(conn, err));
   };
@@ -475,7 +490,7 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     }
     stats.connections += 1;
     stats.active += 1;
-    const conn: LiveConnection = { id: nextId++, client, upstream: undefined, phase: 'head', timer: undefined, ticketSeen: false };
+    const conn: LiveConnection = { id: nextId++, client, upstream: undefined, phase: 'head', timer: undefined, ticketSeen: false, bytesDown: 0 };
     live.add(conn);
     client.on('error', (err) => {
       logger.debug({ id: conn.id, err }, 'local client socket error');
@@ -550,6 +565,8 @@ interface LiveConnection {
   timer: NodeJS.Timeout | undefined;
   /** The access tier sent a session ticket on this connection, so it accepted our certificate. */
   ticketSeen: boolean;
+  /** Bytes relayed to the local client on this connection. */
+  bytesDown: number;
 }
 
 /** Sends FIN both ways; the relay finishes once both sides have done the same. */
