@@ -131,7 +131,7 @@ void describe('kubectl through the whole chain', () => {
             const pod = `forward-${transport}-${tag}`;
             chain.kube.addPod({ name: pod });
             chain.kube.setPortForwardTarget('default', pod, 8080, echo.port);
-            const extraEnv = transport === 'spdy' ? { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' } : {};
+            const extraEnv: Record<string, string> = transport === 'spdy' ? { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' } : {};
             const proc = await spawnKubectl(bin.path, ['port-forward', '--address', '127.0.0.1', pod, ':8080'], { kubeconfig: setup.kubeconfig, env: { ...setup.env, ...extraEnv } });
             t.after(() => proc.close());
             const line = await proc.waitForLine(/^Forwarding from 127\.0\.0\.1:\d+ -> 8080/);

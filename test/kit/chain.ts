@@ -275,7 +275,7 @@ export async function startChain(opts: ChainOptions = {}): Promise<Chain> {
       proxy,
       accessTierAddress,
       proxyUrl,
-      kubectlSetup: (style, url = proxyUrl) => {
+      kubectlSetup: (style, url = proxyUrl): KubectlSetup => {
         kubeconfigs++;
         const fileName = `kubeconfig-${kubeconfigs}`;
         if (style === 'proxy-url') return { kubeconfig: writeKubeconfig(kubeDir, { server: `https://${domain}`, caPem: kubeCa.certPem, proxyUrl: url, fileName }), env: {} };
