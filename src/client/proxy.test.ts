@@ -794,6 +794,17 @@ void describe('client proxy listeners and lifecycle', () => {
     assert.equal(errorCode(err), 'ECONNREFUSED');
   });
 
+  void test('await using closes the proxy when the scope ends', async () => {
+    let port: number;
+    {
+      await using proxy = await startClientProxy({ service: kubeService, accessTierAddress: '127.0.0.1:1', trust: trustOf(trustA), hosts: ['127.0.0.1'], port: 0 });
+      port = proxy.port();
+    }
+    const probe = net.connect({ host: '127.0.0.1', port });
+    const [err] = (await once(probe, 'error')) as [Error];
+    assert.equal(errorCode(err), 'ECONNREFUSED');
+  });
+
   void test('destroy() cuts live relays at once', async (t) => {
     const standIn = await startStandIn(t, { backendPort: await startEcho(t) });
     const proxy = await startProxy(t, { accessTierAddress: standIn.address });

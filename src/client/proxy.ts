@@ -98,6 +98,8 @@ export interface ClientProxy {
   close(): Promise<void>;
   /** Stops listening and destroys every connection at once. */
   destroy(): void;
+  /** close(), for `await using`. */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 const DEFAULT_HOSTS = ['127.0.0.1', '::1'];
@@ -514,7 +516,7 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
   const stopListening = (): Promise<void> =>
     Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(() => undefined);
 
-  return {
+  const proxy: ClientProxy = {
     mode,
     port: () => boundPort,
     addresses: () =>
@@ -554,7 +556,9 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
         conn.client.destroy();
       }
     },
+    [Symbol.asyncDispose]: () => proxy.close(),
   };
+  return proxy;
 }
 
 interface LiveConnection {
