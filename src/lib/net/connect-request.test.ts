@@ -257,10 +257,10 @@ void describe('formatConnectResponse', () => {
     assert.equal(formatConnectResponse(200).toString('latin1'), 'HTTP/1.1 200 Connection established\r\n\r\n');
   });
 
-  void test('answers an error with a reason header, a plain-text body and Connection: close', () => {
+  void test('answers an error with the reason in the status phrase (all kubectl shows) and a header, a plain-text body and Connection: close', () => {
     assert.equal(
       formatConnectResponse(403, 'policy-denied', 'Your device trust level is Low; k8s-prod needs Medium.').toString('utf8'),
-      'HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\nX-Causeway-Reason: policy-denied\r\nContent-Length: 55\r\nConnection: close\r\n\r\n' +
+      'HTTP/1.1 403 Forbidden: policy-denied\r\nContent-Type: text/plain; charset=utf-8\r\nX-Causeway-Reason: policy-denied\r\nContent-Length: 55\r\nConnection: close\r\n\r\n' +
         'Your device trust level is Low; k8s-prod needs Medium.\n',
     );
   });

@@ -144,8 +144,11 @@ export function formatConnectResponse(status: number, reason?: string, message?:
   if (status < 300) return Buffer.from(`HTTP/1.1 ${status} ${text}\r\n\r\n`, 'latin1');
   const cleanReason = reason === undefined ? '' : sanitiseReason(reason);
   const body = `${sanitiseMessage(message ?? '') || text}\n`;
+  // Go's HTTP client (kubectl) shows only the reason phrase of a refused CONNECT, never the body or
+  // headers, so the reason code rides in the phrase too: kubectl prints "Forbidden: unknown-service".
+  const phrase = cleanReason === '' ? text : `${text}: ${cleanReason}`;
   const head =
-    `HTTP/1.1 ${status} ${text}\r\n` +
+    `HTTP/1.1 ${status} ${phrase}\r\n` +
     'Content-Type: text/plain; charset=utf-8\r\n' +
     (cleanReason === '' ? '' : `X-Causeway-Reason: ${cleanReason}\r\n`) +
     `Content-Length: ${Buffer.byteLength(body, 'utf8')}\r\n` +
