@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { CausewayError, UserError, errorMessage } from './lib/errors.ts';
+import { registerProxyCommand } from './client/command.ts';
 import { registerCaCommands } from './pki-command.ts';
 import { registerQuickstartCommand } from './quickstart.ts';
 
@@ -16,6 +17,7 @@ const program = new Command('causeway')
 // Each part registers its own subcommands.
 registerCaCommands(program);
 registerQuickstartCommand(program);
+registerProxyCommand(program);
 
 try {
   await program.parseAsync(process.argv);
