@@ -113,7 +113,8 @@ try {
   }
   if (needs.has('causeway')) {
     try {
-      const chain = await startCausewayTarget({ backend, group, dir: mkdirIn(dir, 'causeway'), log });
+      const clientProxies = suites.some((s) => s.name === 'idle-streams') ? clientProxiesFor(sizes.idleStreams) : 1;
+      const chain = await startCausewayTarget({ backend, group, dir: mkdirIn(dir, 'causeway'), log, clientProxies });
       targets.push(chain.target);
       if (needs.has('nginx')) handshakeServers.push(chain.handshakeServer);
       descriptions['causeway'] = chain.target.description;
@@ -198,35 +199,56 @@ async function startBackend(): Promise<Backend> {
   return { host: '127.0.0.1', ports: ready['ports'] as Backend['ports'], process };
 }
 
+/**
+ * A client proxy holds two descriptors per stream (the local socket and its TLS connection). When the
+ * open-file limit cannot cover that for every idle stream in one process, the streams are spread over
+ * several client proxies, as they would be over many users' machines; all of them still share the one
+ * connector tunnel, whose cost per stream is the figure that matters.
+ */
+function clientProxiesFor(streams: number): number {
+  const perProxy = Math.floor((openFileLimit() - 512) / 2);
+  return Number.isFinite(perProxy) && perProxy > 0 ? Math.max(1, Math.ceil(streams / perProxy)) : 1;
+}
+
 function mkdirIn(parent: string, name: string): string {
   const path = join(parent, name);
   mkdirSync(path, { recursive: true });
   return path;
 }
 
-function openFileLimit(): number {
+function openFileLimits(): { soft: number; hard: number } {
   try {
-    const match = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
-    return match === null ? Number.NaN : Number(match[1]);
+    const match = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    const value = (v: string | undefined): number => (v === undefined ? Number.NaN : v === 'unlimited' ? Number.POSITIVE_INFINITY : Number(v));
+    return { soft: value(match?.[1]), hard: value(match?.[2]) };
   } catch {
-    return Number.NaN;
+    return { soft: Number.NaN, hard: Number.NaN };
   }
+}
+
+function openFileLimit(): number {
+  return openFileLimits().soft;
 }
 
 /**
  * Idle streams hold tens of thousands of sockets across the children. A process cannot raise its own
- * limit from Node, so the benchmark re-runs itself once under `ulimit -n`; children inherit the limit.
+ * limit from Node, so the benchmark re-runs itself once under `ulimit -n` when the soft limit is below
+ * the hard one; children inherit the limit. What the hard limit still does not allow is handled by
+ * spreading the streams over several client proxies (see clientProxiesFor).
  */
 function raiseFdLimit(selected: readonly Suite[]): void {
   if (!selected.some((s) => s.name === 'idle-streams')) return;
-  if (process.env[FD_ENV] === '1' || openFileLimit() >= WANTED_FD_LIMIT) return;
-  const script = `ulimit -n ${WANTED_FD_LIMIT} 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@"`;
+  const { soft, hard } = openFileLimits();
+  const wanted = Math.min(WANTED_FD_LIMIT, hard);
+  // Only the soft limit can be raised here (up to the hard one, which needs privileges we may not have).
+  if (process.env[FD_ENV] === '1' || !(soft < wanted)) return;
+  const script = `ulimit -n ${wanted} && exec "$0" "$@"`;
   const result = spawnSync('bash', ['-c', script, process.execPath, ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
     stdio: 'inherit',
     env: { ...process.env, [FD_ENV]: '1' },
   });
   if (result.error !== undefined) {
-    console.error(`bench: could not re-run under a higher open-file limit (${result.error.message}); going on with ${openFileLimit()}`);
+    console.error(`bench: could not re-run under a higher open-file limit (${result.error.message}); going on with ${soft}`);
     return;
   }
   process.exit(result.status ?? 1);

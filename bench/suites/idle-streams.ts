@@ -46,21 +46,24 @@ export const idleStreamsSuite: Suite = {
       if (alive < count) throw new Error(`only ${alive} of ${count} idle streams stayed open`);
 
       const metrics: Metric[] = [];
-      for (const relay of target.relays) {
-        const b = before.get(relay.role)!;
-        const a = after.get(relay.role)!;
+      const processesPerRole = new Map<string, number>();
+      for (const relay of target.relays) processesPerRole.set(relay.role, (processesPerRole.get(relay.role) ?? 0) + 1);
+      for (const [role, processes] of processesPerRole) {
+        const b = before.get(role)!;
+        const a = after.get(role)!;
         const rssPerStream = (a.rssBytes - b.rssBytes) / count / KIB;
         const heapPerStream = a.heapUsedBytes !== undefined && b.heapUsedBytes !== undefined ? (a.heapUsedBytes - b.heapUsedBytes) / count / KIB : undefined;
-        context.log(`    ${relay.role.padEnd(13)} RSS ${(b.rssBytes / 2 ** 20).toFixed(1)} → ${(a.rssBytes / 2 ** 20).toFixed(1)} MiB: ${rssPerStream.toFixed(2)} KiB per stream${heapPerStream !== undefined ? ` (JS heap ${heapPerStream.toFixed(2)} KiB)` : ''}`);
+        context.log(`    ${role.padEnd(13)} RSS ${(b.rssBytes / 2 ** 20).toFixed(1)} → ${(a.rssBytes / 2 ** 20).toFixed(1)} MiB: ${rssPerStream.toFixed(2)} KiB per stream${heapPerStream !== undefined ? ` (JS heap ${heapPerStream.toFixed(2)} KiB)` : ''}`);
         metrics.push({
-          id: `idle-streams.${relay.role}.rss`,
-          title: `Memory per idle stream, ${relay.role} (RSS delta / ${count})`,
+          id: `idle-streams.${role}.rss`,
+          title: `Memory per idle stream, ${role}${processes > 1 ? ` (${processes} processes)` : ''} (RSS delta / ${count})`,
           unit: 'KiB',
           values: { causeway: rssPerStream },
-          ...(relay.role === 'connector' ? { goal: { kind: 'at-most', value: 10 } as const } : {}),
+          ...(role === 'connector' ? { goal: { kind: 'at-most', value: 10 } as const } : {}),
           digits: 2,
           details: {
             streams: count,
+            processes,
             rssBeforeBytes: b.rssBytes,
             rssAfterBytes: a.rssBytes,
             heapUsedBeforeBytes: b.heapUsedBytes,
@@ -86,20 +89,29 @@ export const idleStreamsSuite: Suite = {
   },
 };
 
+/** Memory by role, summed over the processes that share a role (several client proxies). */
 async function readMemory(target: Target): Promise<Map<string, MemorySample>> {
   const out = new Map<string, MemorySample>();
-  for (const relay of target.relays) out.set(relay.role, await relay.process.memory({ gc: true }));
+  for (const relay of target.relays) {
+    const m = await relay.process.memory({ gc: true });
+    const sum = out.get(relay.role);
+    out.set(relay.role, sum === undefined ? m : {
+      rssBytes: sum.rssBytes + m.rssBytes,
+      heapUsedBytes: (sum.heapUsedBytes ?? 0) + (m.heapUsedBytes ?? 0),
+      externalBytes: (sum.externalBytes ?? 0) + (m.externalBytes ?? 0),
+    });
+  }
   return out;
 }
 
 async function openMany(target: Target, count: number, context: SuiteContext): Promise<Socket[]> {
   const sockets: Socket[] = [];
-  const endpoint = target.endpoint('sink');
+  const endpoints = target.entryPoints?.('sink') ?? [target.endpoint('sink')];
   let next = 0;
   let failure: Error | undefined;
   const opener = async (): Promise<void> => {
     while (next < count && failure === undefined) {
-      next++;
+      const endpoint = endpoints[next++ % endpoints.length];
       try {
         const { socket } = await openStream(endpoint, 60_000);
         socket.on('error', () => {}); // a stream that dies shows up as destroyed in the count

@@ -56,6 +56,8 @@ export async function startCausewayTarget(options: {
   group: ProcessGroup;
   dir: string;
   log: (line: string) => void;
+  /** How many client proxies to start (see clientProxiesFor in run.ts); suites use the first unless they spread load. */
+  clientProxies: number;
 }): Promise<CausewayChain> {
   const missing = REQUIRED.filter((f) => !existsSync(join(ROOT, f)));
   if (missing.length > 0) throw new TargetUnavailable(`not in this tree yet: ${missing.join(', ')}`);
@@ -77,10 +79,11 @@ export async function startCausewayTarget(options: {
   const { snapshotFromSpecs } = await import('../children/specs.ts');
   snapshotFromSpecs(specs); // fail here, with the problems listed, rather than in three children
 
-  const startPart = async (role: string, config: Record<string, unknown>): Promise<{ relay: Relay; ready: Record<string, unknown> }> => {
-    const configFile = join(dir, `${role}.json`);
+  const startPart = async (role: string, config: Record<string, unknown>, instance = ''): Promise<{ relay: Relay; ready: Record<string, unknown> }> => {
+    const name = `${role}${instance}`;
+    const configFile = join(dir, `${name}.json`);
     writeFileSync(configFile, JSON.stringify(config), { mode: 0o600 });
-    const process: BenchProcess = group.startNode(role, join(CHILDREN, `${role}.ts`), [configFile], join(dir, `${role}.log`));
+    const process: BenchProcess = group.startNode(name, join(CHILDREN, `${role}.ts`), [configFile], join(dir, `${name}.log`));
     const ready = await process.waitForMessage('ready', 30_000);
     return { relay: { role, process }, ready };
   };
@@ -101,29 +104,35 @@ export async function startCausewayTarget(options: {
     specs,
     logLevel: LOG_LEVEL,
   });
-  const proxy = await startPart('client-proxy', {
-    specs,
-    serviceName: NAMES.service,
-    accessTierAddress,
-    trust: { certPem: trust.certPem, keyPem: trust.keyPem, caPem: ca.certPem },
-    logLevel: LOG_LEVEL,
-  });
-  const proxyPort = Number(proxy.ready['port']);
+  const proxies: Array<{ relay: Relay; port: number }> = [];
+  for (let i = 0; i < Math.max(1, options.clientProxies); i++) {
+    const proxy = await startPart('client-proxy', {
+      specs,
+      serviceName: NAMES.service,
+      accessTierAddress,
+      trust: { certPem: trust.certPem, keyPem: trust.keyPem, caPem: ca.certPem },
+      logLevel: LOG_LEVEL,
+    }, i === 0 ? '' : `-${i + 1}`);
+    proxies.push({ relay: proxy.relay, port: Number(proxy.ready['port']) });
+  }
+  if (proxies.length > 1) options.log(`  causeway: ${proxies.length} client proxies (the open-file limit does not let one hold every idle stream)`);
 
-  const endpoint = (service: BackendService): Endpoint => ({
+  const entry = (port: number, service: BackendService): Endpoint => ({
     host: '127.0.0.1',
-    port: proxyPort,
+    port,
     connectAuthority: `127.0.0.1:${backend.ports[service]}`,
   });
-  await waitForChain(endpoint('http'), [tier.relay, conn.relay, proxy.relay]);
+  const endpoint = (service: BackendService): Endpoint => entry(proxies[0].port, service);
+  await waitForChain(endpoint('http'), [tier.relay, conn.relay, ...proxies.map((p) => p.relay)]);
 
-  const relays = [proxy.relay, tier.relay, conn.relay];
+  const relays = [...proxies.map((p) => p.relay), tier.relay, conn.relay];
   return {
     target: {
       name: 'causeway',
       description: 'client → client proxy (CONNECT) ═mTLS═> access tier ⇐mTLS + HTTP/2 tunnel═ connector → backend (three Node processes, TLS 1.3, ECDSA P-256 from our CA)',
       relays,
       endpoint,
+      entryPoints: (service) => proxies.map((p) => entry(p.port, service)),
       async close() {
         for (const r of relays) await r.process.stop();
       },

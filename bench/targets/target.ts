@@ -25,13 +25,18 @@ export interface Target {
   /** One line for the report: what sits between client and backend. */
   readonly description: string;
   endpoint(service: BackendService): Endpoint;
+  /**
+   * Every independent entry point for the service (Causeway: one per client proxy), for suites that
+   * spread many connections; `endpoint()` is the first. Targets with one entry leave it out.
+   */
+  entryPoints?(service: BackendService): Endpoint[];
   /** The relay processes between client and backend (none for `direct`), for CPU and memory figures. */
   readonly relays: readonly Relay[];
   close(): Promise<void>;
 }
 
 export interface Relay {
-  /** e.g. `connector`, `stunnel-middle` */
+  /** e.g. `connector`, `stunnel-middle`; several processes may share a role (client proxies). */
   readonly role: string;
   readonly process: BenchProcess;
 }
