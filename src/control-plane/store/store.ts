@@ -11,7 +11,6 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Kysely, Selectable, Transaction } from 'kysely';
-import { newEventId } from '../../lib/audit/index.ts';
 import type { AccessEvent } from '../../lib/audit/index.ts';
 import type { Clock } from '../../lib/clock.ts';
 import { CausewayError, UserError } from '../../lib/errors.ts';
@@ -57,7 +56,7 @@ import type {
   UserRecord,
   WriteOptions,
 } from './types.ts';
-import { canonicalJson, decodeCursor, encodeCursor, fromJson, fromJsonOrNull, isoTime, pageLimit, storable, storableString, toJson } from './values.ts';
+import { MonotonicIds, canonicalJson, decodeCursor, encodeCursor, fromJson, fromJsonOrNull, isoTime, pageLimit, storable, storableString, toJson } from './values.ts';
 
 const JOIN_TOKEN_KINDS: readonly string[] = ['access-tier', 'connector', 'kube-proxy'];
 const API_TOKEN_SCOPES: readonly string[] = ['admin', 'viewer'];
@@ -96,6 +95,7 @@ export class KyselyStore implements Store {
   readonly #logger: Logger;
   readonly #clock: Clock;
   readonly #watchers = new Set<Watcher>();
+  readonly #ids = new MonotonicIds();
   #source: RevisionSource | undefined;
   #stopping: Promise<void> | undefined;
   #closed = false;
@@ -137,7 +137,7 @@ export class KyselyStore implements Store {
         audit: async (actor, action, kind, name, before, after) => {
           await trx
             .insertInto('audit_events')
-            .values({ id: newEventId(this.#clock.now()), at, actor: storableString(actor), action, kind, name, before: before === null || before === undefined ? null : toJson(before), after: after === null || after === undefined ? null : toJson(after) })
+            .values({ id: this.#ids.next(this.#clock.now()), at, actor: storableString(actor), action, kind, name, before: before === null || before === undefined ? null : toJson(before), after: after === null || after === undefined ? null : toJson(after) })
             .execute();
         },
       };
@@ -170,16 +170,16 @@ export class KyselyStore implements Store {
     return rows.map(objectFromRow);
   }
 
-  putObject(input: ObjectInput, options: WriteOptions): Promise<PutObjectResult> {
+  async putObject(input: ObjectInput, options: WriteOptions): Promise<PutObjectResult> {
     checkActor(options);
     const expected = checkExpectedVersion(options.expectedVersion);
-    return this.#write(true, (tx) => this.#put(tx, input, expected, options.actor));
+    return await this.#write(true, (tx) => this.#put(tx, input, expected, options.actor));
   }
 
-  applyObjects(items: ApplyItem[], options: ActorOptions): Promise<PutObjectResult[]> {
+  async applyObjects(items: ApplyItem[], options: ActorOptions): Promise<PutObjectResult[]> {
     checkActor(options);
     const checked = items.map((item) => ({ item, expected: checkExpectedVersion(item.expectedVersion) }));
-    return this.#write(true, async (tx) => {
+    return await this.#write(true, async (tx) => {
       const results: PutObjectResult[] = [];
       for (const { item, expected } of checked) results.push(await this.#put(tx, item, expected, options.actor));
       return results;
@@ -220,10 +220,10 @@ export class KyselyStore implements Store {
     return { object, result: 'created', revision };
   }
 
-  deleteObject(kind: string, name: string, options: WriteOptions): Promise<DeleteObjectResult> {
+  async deleteObject(kind: string, name: string, options: WriteOptions): Promise<DeleteObjectResult> {
     checkActor(options);
     const expected = checkExpectedVersion(options.expectedVersion);
-    return this.#write(true, async (tx) => {
+    return await this.#write(true, async (tx) => {
       const row = await tx.trx.selectFrom('objects').selectAll().where('kind', '=', kind).where('name', '=', name).executeTakeFirst();
       if (row === undefined) throw new UserError('NOT_FOUND', `${kind} ${name} does not exist`);
       checkVersion(`${kind} ${name}`, row.version, expected);
@@ -324,12 +324,12 @@ export class KyselyStore implements Store {
 
   // --- users -------------------------------------------------------------------------------------
 
-  createUser(user: NewUser, options: ActorOptions): Promise<UserRecord> {
+  async createUser(user: NewUser, options: ActorOptions): Promise<UserRecord> {
     checkActor(options);
     const name = requiredText(user.name, 'name');
     const id = user.id === undefined ? randomUUID() : requiredText(user.id, 'id');
     const groups = stringList(user.groups ?? [], 'groups');
-    return this.#write(true, async (tx) => {
+    return await this.#write(true, async (tx) => {
       const clash = await tx.trx.selectFrom('users').select(['id', 'name']).where((eb) => eb.or([eb('id', '=', id), eb('name', '=', name)])).executeTakeFirst();
       if (clash !== undefined) throw new UserError('ALREADY_EXISTS', clash.name === name ? `a user named ${name} already exists` : `a user with id ${id} already exists`);
       const row: Selectable<UsersTable> = {
@@ -374,10 +374,10 @@ export class KyselyStore implements Store {
     return (await this.#db.selectFrom('users').selectAll().orderBy('name').execute()).map(userFromRow);
   }
 
-  updateUser(id: string, patch: UserPatch, options: WriteOptions): Promise<UserRecord> {
+  async updateUser(id: string, patch: UserPatch, options: WriteOptions): Promise<UserRecord> {
     checkActor(options);
     const expected = checkExpectedVersion(options.expectedVersion);
-    return this.#write(true, async (tx) => {
+    return await this.#write(true, async (tx) => {
       const row = await tx.trx.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
       if (row === undefined) throw new UserError('NOT_FOUND', `user ${id} does not exist`);
       checkVersion(`user ${row.name}`, row.version, expected);
@@ -409,10 +409,10 @@ export class KyselyStore implements Store {
     });
   }
 
-  deleteUser(id: string, options: WriteOptions): Promise<UserRecord> {
+  async deleteUser(id: string, options: WriteOptions): Promise<UserRecord> {
     checkActor(options);
     const expected = checkExpectedVersion(options.expectedVersion);
-    return this.#write(true, async (tx) => {
+    return await this.#write(true, async (tx) => {
       const row = await tx.trx.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
       if (row === undefined) throw new UserError('NOT_FOUND', `user ${id} does not exist`);
       checkVersion(`user ${row.name}`, row.version, expected);
@@ -432,10 +432,10 @@ export class KyselyStore implements Store {
 
   // --- devices -----------------------------------------------------------------------------------
 
-  registerDevice(device: NewDevice, options: ActorOptions): Promise<DeviceRecord> {
+  async registerDevice(device: NewDevice, options: ActorOptions): Promise<DeviceRecord> {
     checkActor(options);
     const id = device.id === undefined ? randomUUID() : requiredText(device.id, 'id');
-    return this.#write(true, async (tx) => {
+    return await this.#write(true, async (tx) => {
       const user = await tx.trx.selectFrom('users').select('id').where('id', '=', device.userId).executeTakeFirst();
       if (user === undefined) throw new UserError('NOT_FOUND', `user ${device.userId} does not exist`);
       const clash = await tx.trx.selectFrom('devices').select('id').where('id', '=', id).executeTakeFirst();
@@ -479,22 +479,22 @@ export class KyselyStore implements Store {
     return (await query.orderBy('id').execute()).map(deviceFromRow);
   }
 
-  updateDevice(id: string, patch: DevicePatch, options: WriteOptions): Promise<DeviceRecord> {
-    return this.#updateDevice(id, patch, options, 'update');
+  async updateDevice(id: string, patch: DevicePatch, options: WriteOptions): Promise<DeviceRecord> {
+    return await this.#updateDevice(id, patch, options, 'update');
   }
 
-  banDevice(id: string, options: WriteOptions): Promise<DeviceRecord> {
-    return this.#updateDevice(id, { banned: true }, options, 'ban');
+  async banDevice(id: string, options: WriteOptions): Promise<DeviceRecord> {
+    return await this.#updateDevice(id, { banned: true }, options, 'ban');
   }
 
-  unbanDevice(id: string, options: WriteOptions): Promise<DeviceRecord> {
-    return this.#updateDevice(id, { banned: false }, options, 'unban');
+  async unbanDevice(id: string, options: WriteOptions): Promise<DeviceRecord> {
+    return await this.#updateDevice(id, { banned: false }, options, 'unban');
   }
 
-  #updateDevice(id: string, patch: DevicePatch, options: WriteOptions, action: string): Promise<DeviceRecord> {
+  async #updateDevice(id: string, patch: DevicePatch, options: WriteOptions, action: string): Promise<DeviceRecord> {
     checkActor(options);
     const expected = checkExpectedVersion(options.expectedVersion);
-    return this.#write(true, async (tx) => {
+    return await this.#write(true, async (tx) => {
       const row = await tx.trx.selectFrom('devices').selectAll().where('id', '=', id).executeTakeFirst();
       if (row === undefined) throw new UserError('NOT_FOUND', `device ${id} does not exist`);
       checkVersion(`device ${id}`, row.version, expected);
@@ -526,10 +526,10 @@ export class KyselyStore implements Store {
     });
   }
 
-  unregisterDevice(id: string, options: WriteOptions): Promise<DeviceRecord> {
+  async unregisterDevice(id: string, options: WriteOptions): Promise<DeviceRecord> {
     checkActor(options);
     const expected = checkExpectedVersion(options.expectedVersion);
-    return this.#write(true, async (tx) => {
+    return await this.#write(true, async (tx) => {
       const row = await tx.trx.selectFrom('devices').selectAll().where('id', '=', id).executeTakeFirst();
       if (row === undefined) throw new UserError('NOT_FOUND', `device ${id} does not exist`);
       checkVersion(`device ${id}`, row.version, expected);
@@ -550,13 +550,13 @@ export class KyselyStore implements Store {
 
   // --- API tokens --------------------------------------------------------------------------------
 
-  createApiToken(token: NewApiToken, options: ActorOptions): Promise<IssuedToken<ApiTokenRecord>> {
+  async createApiToken(token: NewApiToken, options: ActorOptions): Promise<IssuedToken<ApiTokenRecord>> {
     checkActor(options);
     const name = requiredText(token.name, 'name');
     if (!API_TOKEN_SCOPES.includes(token.scope)) throw new UserError('INVALID_ARGUMENT', `scope must be one of ${API_TOKEN_SCOPES.join(', ')}`);
     const expiresAt = token.expiresAt === undefined || token.expiresAt === null ? null : isoTime(token.expiresAt, 'expiresAt');
     const secret = newSecret('cwat');
-    return this.#write(false, async (tx) => {
+    return await this.#write(false, async (tx) => {
       const row: Selectable<ApiTokensTable> = { id: secret.id, name, scope: token.scope, token_hash: secret.hash, created_at: tx.at, created_by: storableString(options.actor), expires_at: expiresAt, revoked_at: null, last_used_at: null };
       await tx.trx.insertInto('api_tokens').values(row).execute();
       const record = apiTokenFromRow(row);
@@ -593,9 +593,9 @@ export class KyselyStore implements Store {
     return record;
   }
 
-  revokeApiToken(id: string, options: ActorOptions): Promise<ApiTokenRecord> {
+  async revokeApiToken(id: string, options: ActorOptions): Promise<ApiTokenRecord> {
     checkActor(options);
-    return this.#write(false, async (tx) => {
+    return await this.#write(false, async (tx) => {
       const row = await tx.trx.selectFrom('api_tokens').selectAll().where('id', '=', id).executeTakeFirst();
       if (row === undefined) throw new UserError('NOT_FOUND', `API token ${id} does not exist`);
       if (row.revoked_at !== null) return apiTokenFromRow(row);
@@ -609,14 +609,14 @@ export class KyselyStore implements Store {
 
   // --- join tokens -------------------------------------------------------------------------------
 
-  createJoinToken(token: NewJoinToken, options: ActorOptions): Promise<IssuedToken<JoinTokenRecord>> {
+  async createJoinToken(token: NewJoinToken, options: ActorOptions): Promise<IssuedToken<JoinTokenRecord>> {
     checkActor(options);
     if (!JOIN_TOKEN_KINDS.includes(token.kind)) throw new UserError('INVALID_ARGUMENT', `kind must be one of ${JOIN_TOKEN_KINDS.join(', ')}`);
     const name = requiredText(token.name, 'name');
     const ttlMs = token.ttlMs ?? DEFAULT_JOIN_TTL_MS;
     if (!Number.isFinite(ttlMs) || ttlMs <= 0 || ttlMs > MAX_JOIN_TTL_MS) throw new UserError('INVALID_ARGUMENT', 'a join token lives between 1 ms and 24 h (DT-06: join tokens are short-lived)');
     const secret = newSecret('cwjt');
-    return this.#write(false, async (tx) => {
+    return await this.#write(false, async (tx) => {
       const expiresAt = new Date(Date.parse(tx.at) + ttlMs).toISOString();
       const row: Selectable<JoinTokensTable> = { id: secret.id, kind: token.kind, name, token_hash: secret.hash, created_at: tx.at, created_by: storableString(options.actor), expires_at: expiresAt, used_at: null };
       await tx.trx.insertInto('join_tokens').values(row).execute();
@@ -631,11 +631,11 @@ export class KyselyStore implements Store {
     return (await this.#db.selectFrom('join_tokens').selectAll().orderBy('created_at').orderBy('id').execute()).map(joinTokenFromRow);
   }
 
-  consumeJoinToken(secret: string, kind: JoinTokenKind): Promise<JoinTokenRecord> {
+  async consumeJoinToken(secret: string, kind: JoinTokenKind): Promise<JoinTokenRecord> {
     const invalid = (): UserError => new UserError('JOIN_TOKEN_INVALID', 'the join token is not valid (mistyped, expired, already used or meant for another part); create a new one with `causeway join-token create`');
     const id = typeof secret === 'string' ? tokenId(secret, 'cwjt') : undefined;
-    if (id === undefined) return Promise.reject(invalid());
-    return this.#write(false, async (tx) => {
+    if (id === undefined) throw invalid();
+    return await this.#write(false, async (tx) => {
       const row = await tx.trx.selectFrom('join_tokens').selectAll().where('id', '=', id).executeTakeFirst();
       const matches = tokenMatches(secret, row?.token_hash ?? hashToken('absent'));
       if (row === undefined || !matches || row.kind !== kind || row.used_at !== null || row.expires_at <= tx.at) throw invalid();
@@ -673,11 +673,11 @@ export class KyselyStore implements Store {
     return row === undefined ? undefined : certificateFromRow(row);
   }
 
-  revokeCertificate(serial: string, options: RevokeCertificateOptions): Promise<CertificateRecord> {
+  async revokeCertificate(serial: string, options: RevokeCertificateOptions): Promise<CertificateRecord> {
     checkActor(options);
     const key = requiredText(serial, 'serial');
     const reason = options.reason === undefined ? null : storableString(options.reason);
-    return this.#write(true, async (tx) => {
+    return await this.#write(true, async (tx) => {
       const row = await tx.trx.selectFrom('certificates').selectAll().where('serial', '=', key).executeTakeFirst();
       if (row !== undefined && row.revoked_at !== null) return certificateFromRow(row);
       const actor = storableString(options.actor);
@@ -718,10 +718,10 @@ export class KyselyStore implements Store {
     return (await this.#db.selectFrom('kv').select('value').where('key', '=', key).executeTakeFirst())?.value;
   }
 
-  putSetting(key: string, value: string, options: ActorOptions): Promise<void> {
+  async putSetting(key: string, value: string, options: ActorOptions): Promise<void> {
     checkActor(options);
     checkSetting(key, value);
-    return this.#write(false, async (tx) => {
+    return await this.#write(false, async (tx) => {
       const existed = await tx.trx.selectFrom('kv').select('key').where('key', '=', key).executeTakeFirst();
       await tx.trx
         .insertInto('kv')
@@ -733,10 +733,10 @@ export class KyselyStore implements Store {
     });
   }
 
-  putSettingIfAbsent(key: string, value: string, options: ActorOptions): Promise<{ value: string; inserted: boolean }> {
+  async putSettingIfAbsent(key: string, value: string, options: ActorOptions): Promise<{ value: string; inserted: boolean }> {
     checkActor(options);
     checkSetting(key, value);
-    return this.#write(false, async (tx) => {
+    return await this.#write(false, async (tx) => {
       const result = await tx.trx.insertInto('kv').values({ key, value, updated_at: tx.at }).onConflict((oc) => oc.column('key').doNothing()).executeTakeFirst();
       const inserted = result.numInsertedOrUpdatedRows === 1n;
       if (inserted) {

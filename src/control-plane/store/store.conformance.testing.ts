@@ -1,0 +1,820 @@
+/**
+ * One conformance suite for every Store implementation (as Pomerium's storagetest): sqlite.test.ts and
+ * postgres.test.ts each run it against their database. Every test works on kinds and names of its own,
+ * so tests share one database without seeing each other, and closes every store it opens.
+ *
+ * What is dialect-specific (kill -9 mid-write, LISTEN reconnects, file modes) stays in those files.
+ */
+import { after, describe, test } from 'node:test';
+import type { TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
+import { newEventId } from '../../lib/audit/index.ts';
+import type { AccessEvent } from '../../lib/audit/index.ts';
+import type { Clock } from '../../lib/clock.ts';
+import { errorCode } from '../../lib/errors.ts';
+import { hashToken } from './tokens.ts';
+import type { Change, Store, StoredObject } from './types.ts';
+
+export interface OpenOptions {
+  clock?: Clock;
+}
+
+/** Opens another Store on the suite's database: a new instance with its own connection(s). */
+export type OpenStore = (options?: OpenOptions) => Promise<Store>;
+
+/** Everything the database holds, as text (file bytes, or every table's rows), for CP-16 scans. */
+export type DumpDatabase = () => Promise<string>;
+
+export class FakeClock implements Clock {
+  #now: number;
+  constructor(start = Date.now()) {
+    this.#now = start;
+  }
+  now(): number {
+    return this.#now;
+  }
+  advance(ms: number): void {
+    this.#now += ms;
+  }
+}
+
+const uid = (): string => randomBytes(4).toString('hex');
+const actor = 'user:conformance';
+
+function accessEvent(i: number, extra: Partial<AccessEvent> = {}): AccessEvent {
+  return {
+    id: newEventId(),
+    time: new Date(1_800_000_000_000 + i * 1000).toISOString(),
+    type: 'access',
+    decision: i % 3 === 0 ? 'deny' : 'allow',
+    reasons: [i % 3 === 0 ? 'policy-denied' : 'trust-cert-valid'],
+    accessTier: 'edge-1',
+    source: `192.0.2.1:${40000 + i}`,
+    ...extra,
+  };
+}
+
+async function rejectsWith(promise: Promise<unknown>, code: string): Promise<Error> {
+  let caught: unknown;
+  try {
+    await promise;
+  } catch (err) {
+    caught = err;
+  }
+  assert.ok(caught instanceof Error, `expected a rejection with ${code}`);
+  assert.equal(errorCode(caught), code, `expected ${code}, got ${errorCode(caught)}: ${caught.message}`);
+  return caught;
+}
+
+export function runStoreConformance(name: string, openStore: OpenStore, cleanup: () => Promise<void>, dump: DumpDatabase): void {
+  void describe(`${name} store conformance`, () => {
+    after(cleanup);
+
+    async function open(t: TestContext, options?: OpenOptions): Promise<Store> {
+      const store = await openStore(options);
+      t.after(() => store.close());
+      return store;
+    }
+
+    // --- objects ---------------------------------------------------------------------------------
+
+    void test('putObject creates an object at version 1 and getObject returns it with who and when', async (t) => {
+      const clock = new FakeClock(Date.parse('2026-03-01T10:00:00.000Z'));
+      const store = await open(t, { clock });
+      const kind = `Role${uid()}`;
+      const put = await store.putObject({ kind, name: 'engineers', spec: { users: { groups: ['eng'] } }, metadata: { description: 'Engineers' } }, { actor });
+      assert.equal(put.result, 'created');
+      assert.equal(typeof put.revision, 'number');
+      const expected: StoredObject = { kind, name: 'engineers', metadata: { description: 'Engineers' }, spec: { users: { groups: ['eng'] } }, version: 1, createdAt: '2026-03-01T10:00:00.000Z', createdBy: actor, updatedAt: '2026-03-01T10:00:00.000Z', updatedBy: actor };
+      assert.deepEqual(put.object, expected);
+      assert.deepEqual(await store.getObject(kind, 'engineers'), expected);
+      assert.equal(await store.getObject(kind, 'nobody'), undefined);
+    });
+
+    void test('putObject of the same spec again is unchanged: no version bump, no change, no audit event (idempotent apply)', async (t) => {
+      const store = await open(t);
+      const kind = `Role${uid()}`;
+      await store.putObject({ kind, name: 'a', spec: { x: 1, y: { b: 2, a: [1, 'two'] } }, metadata: { link: 'https://wiki' } }, { actor });
+      const revision = await store.currentRevision();
+      const audits = (await store.queryAuditEvents({ kind })).events.length;
+      // Same content, other key order, and an expectedVersion that matches.
+      const again = await store.putObject({ kind, name: 'a', spec: { y: { a: [1, 'two'], b: 2 }, x: 1 }, metadata: { link: 'https://wiki' } }, { actor: 'someone-else', expectedVersion: 1 });
+      assert.equal(again.result, 'unchanged');
+      assert.equal(again.revision, undefined);
+      assert.equal(again.object.version, 1);
+      assert.equal(again.object.updatedBy, actor);
+      assert.equal(await store.currentRevision(), revision);
+      assert.equal((await store.queryAuditEvents({ kind })).events.length, audits);
+      // Metadata counts too.
+      const described = await store.putObject({ kind, name: 'a', spec: { x: 1, y: { b: 2, a: [1, 'two'] } }, metadata: { link: 'https://wiki', description: 'new' } }, { actor });
+      assert.equal(described.result, 'changed');
+      assert.equal(described.object.version, 2);
+    });
+
+    void test('putObject with a new spec bumps the version and the audit event holds before and after', async (t) => {
+      const clock = new FakeClock();
+      const store = await open(t, { clock });
+      const kind = `Policy${uid()}`;
+      const first = await store.putObject({ kind, name: 'p', spec: { access: [] } }, { actor: 'user:alice' });
+      clock.advance(1000);
+      const second = await store.putObject({ kind, name: 'p', spec: { access: [{ roles: ['eng'] }] } }, { actor: 'user:bob', expectedVersion: 1 });
+      assert.equal(second.result, 'changed');
+      assert.equal(second.object.version, 2);
+      assert.equal(second.object.createdBy, 'user:alice');
+      assert.equal(second.object.createdAt, first.object.createdAt);
+      assert.equal(second.object.updatedBy, 'user:bob');
+      assert.equal(Date.parse(second.object.updatedAt) - Date.parse(first.object.updatedAt), 1000);
+      assert.ok((second.revision ?? 0) > (first.revision ?? 0));
+      const audit = (await store.queryAuditEvents({ kind, name: 'p' })).events;
+      assert.deepEqual(audit.map((e) => [e.action, e.actor]), [['update', 'user:bob'], ['create', 'user:alice']]);
+      assert.deepEqual(audit[0].before, first.object);
+      assert.deepEqual(audit[0].after, second.object);
+      assert.equal(audit[1].before, null);
+      assert.deepEqual(audit[1].after, first.object);
+    });
+
+    void test('a write against a stale version gets VERSION_CONFLICT and changes nothing (CP-14)', async (t) => {
+      const store = await open(t);
+      const kind = `Service${uid()}`;
+      await store.putObject({ kind, name: 's', spec: { port: 1 } }, { actor, expectedVersion: 0 });
+      await store.putObject({ kind, name: 's', spec: { port: 2 } }, { actor, expectedVersion: 1 });
+      const revision = await store.currentRevision();
+      await rejectsWith(store.putObject({ kind, name: 's', spec: { port: 3 } }, { actor, expectedVersion: 1 }), 'VERSION_CONFLICT');
+      await rejectsWith(store.putObject({ kind, name: 's', spec: { port: 3 } }, { actor, expectedVersion: 0 }), 'VERSION_CONFLICT');
+      await rejectsWith(store.putObject({ kind, name: 'missing', spec: {} }, { actor, expectedVersion: 4 }), 'VERSION_CONFLICT');
+      await rejectsWith(store.deleteObject(kind, 's', { actor, expectedVersion: 1 }), 'VERSION_CONFLICT');
+      await rejectsWith(store.putObject({ kind, name: 's', spec: {} }, { actor, expectedVersion: -1 }), 'INVALID_ARGUMENT');
+      assert.deepEqual((await store.getObject(kind, 's'))?.spec, { port: 2 });
+      assert.equal(await store.currentRevision(), revision);
+      assert.equal((await store.queryAuditEvents({ kind })).events.length, 2);
+    });
+
+    void test('two stores racing on one version: exactly one write wins, the other gets VERSION_CONFLICT (CP-14)', async (t) => {
+      const a = await open(t);
+      const b = await open(t);
+      const kind = `Race${uid()}`;
+      await a.putObject({ kind, name: 'x', spec: { by: 'nobody' } }, { actor });
+      for (let round = 1; round <= 20; round++) {
+        const results = await Promise.allSettled([
+          a.putObject({ kind, name: 'x', spec: { by: 'a', round } }, { actor: 'a', expectedVersion: round }),
+          b.putObject({ kind, name: 'x', spec: { by: 'b', round } }, { actor: 'b', expectedVersion: round }),
+        ]);
+        const won = results.filter((r) => r.status === 'fulfilled');
+        const lost = results.filter((r) => r.status === 'rejected');
+        assert.equal(won.length, 1, `round ${round}: ${JSON.stringify(results.map((r) => (r.status === 'rejected' ? errorCode(r.reason) ?? String(r.reason) : 'ok')))}`);
+        assert.equal(errorCode(lost[0].reason), 'VERSION_CONFLICT');
+        assert.equal((await a.getObject(kind, 'x'))?.version, round + 1);
+      }
+      // Both also create the same new object with expectedVersion 0: one creates it.
+      const creates = await Promise.allSettled([a.putObject({ kind, name: 'new', spec: { by: 'a' } }, { actor, expectedVersion: 0 }), b.putObject({ kind, name: 'new', spec: { by: 'b' } }, { actor, expectedVersion: 0 })]);
+      assert.equal(creates.filter((r) => r.status === 'fulfilled').length, 1);
+      const changes = (await a.changesSince(0, 10_000)).filter((c) => c.kind === kind && c.name === 'x');
+      assert.deepEqual(changes.map((c) => c.version), Array.from({ length: 21 }, (_, i) => i + 1));
+    });
+
+    void test('read-modify-write with retry on VERSION_CONFLICT loses no update across stores (CP-14)', async (t) => {
+      const stores = [await open(t), await open(t), await open(t)];
+      const kind = `Counter${uid()}`;
+      await stores[0].putObject({ kind, name: 'n', spec: { count: 0 } }, { actor });
+      let conflicts = 0;
+      const increment = async (store: Store): Promise<void> => {
+        for (;;) {
+          const current = await store.getObject(kind, 'n');
+          assert.ok(current !== undefined);
+          try {
+            await store.putObject({ kind, name: 'n', spec: { count: (current.spec as { count: number }).count + 1 } }, { actor, expectedVersion: current.version });
+            return;
+          } catch (err) {
+            if (errorCode(err) !== 'VERSION_CONFLICT') throw err;
+            conflicts++;
+          }
+        }
+      };
+      await Promise.all(stores.map(async (store) => {
+        for (let i = 0; i < 10; i++) await increment(store);
+      }));
+      const final = await stores[1].getObject(kind, 'n');
+      assert.deepEqual(final?.spec, { count: 30 });
+      assert.equal(final?.version, 31);
+      t.diagnostic(`${conflicts} conflicts retried`);
+    });
+
+    void test('listObjects filters by kind and orders by kind, then name, bytewise', async (t) => {
+      const store = await open(t);
+      const k1 = `A${uid()}`;
+      const k2 = `B${uid()}`;
+      for (const n of ['b', 'a-b', 'ab', 'A', 'a']) await store.putObject({ kind: k1, name: n, spec: {} }, { actor });
+      await store.putObject({ kind: k2, name: 'z', spec: {} }, { actor });
+      assert.deepEqual((await store.listObjects(k1)).map((o) => o.name), ['A', 'a', 'a-b', 'ab', 'b']);
+      const all = (await store.listObjects()).filter((o) => o.kind === k1 || o.kind === k2);
+      assert.deepEqual(all.map((o) => `${o.kind}/${o.name}`), [...['A', 'a', 'a-b', 'ab', 'b'].map((n) => `${k1}/${n}`), `${k2}/z`]);
+    });
+
+    void test('deleteObject removes the object, checks expectedVersion, and says NOT_FOUND for a missing one', async (t) => {
+      const store = await open(t);
+      const kind = `Connector${uid()}`;
+      const put = await store.putObject({ kind, name: 'dc1', spec: { cluster: 'edge' } }, { actor });
+      const deleted = await store.deleteObject(kind, 'dc1', { actor: 'user:carol', expectedVersion: 1 });
+      assert.deepEqual(deleted.object, put.object);
+      assert.ok(deleted.revision > (put.revision ?? 0));
+      assert.equal(await store.getObject(kind, 'dc1'), undefined);
+      await rejectsWith(store.deleteObject(kind, 'dc1', { actor }), 'NOT_FOUND');
+      const audit = (await store.queryAuditEvents({ kind, action: 'delete' })).events;
+      assert.equal(audit.length, 1);
+      assert.deepEqual(audit[0].before, put.object);
+      assert.equal(audit[0].after, null);
+      assert.equal(audit[0].actor, 'user:carol');
+      // Re-creating starts again at version 1.
+      assert.equal((await store.putObject({ kind, name: 'dc1', spec: {} }, { actor, expectedVersion: 0 })).object.version, 1);
+    });
+
+    void test('applyObjects writes every object in one transaction, or none when one fails', async (t) => {
+      const store = await open(t);
+      const kind = `Apply${uid()}`;
+      const results = await store.applyObjects([
+        { kind, name: 'a', spec: { v: 1 } },
+        { kind, name: 'b', spec: { v: 1 } },
+      ], { actor });
+      assert.deepEqual(results.map((r) => r.result), ['created', 'created']);
+      const revision = await store.currentRevision();
+      const again = await store.applyObjects([
+        { kind, name: 'a', spec: { v: 1 } },
+        { kind, name: 'b', spec: { v: 2 } },
+      ], { actor });
+      assert.deepEqual(again.map((r) => r.result), ['unchanged', 'changed']);
+      assert.equal(await store.currentRevision(), again[1].revision);
+      assert.ok((again[1].revision ?? 0) > revision);
+      // The third item conflicts: the first two must not be written either.
+      const before = await store.currentRevision();
+      await rejectsWith(store.applyObjects([
+        { kind, name: 'a', spec: { v: 9 } },
+        { kind, name: 'c', spec: { v: 9 } },
+        { kind, name: 'b', spec: { v: 9 }, expectedVersion: 1 },
+      ], { actor }), 'VERSION_CONFLICT');
+      assert.deepEqual((await store.getObject(kind, 'a'))?.spec, { v: 1 });
+      assert.equal(await store.getObject(kind, 'c'), undefined);
+      assert.equal(await store.currentRevision(), before);
+      assert.equal((await store.queryAuditEvents({ kind })).events.length, 3);
+    });
+
+    void test('putObject refuses the change-feed record kinds and malformed input with INVALID_ARGUMENT', async (t) => {
+      const store = await open(t);
+      for (const kind of ['User', 'Device', 'Certificate', '']) await rejectsWith(store.putObject({ kind, name: 'x', spec: {} }, { actor }), 'INVALID_ARGUMENT');
+      await rejectsWith(store.putObject({ kind: 'Role', name: '', spec: {} }, { actor }), 'INVALID_ARGUMENT');
+      await rejectsWith(store.putObject({ kind: 'Role', name: 'x', spec: undefined }, { actor }), 'INVALID_ARGUMENT');
+      await rejectsWith(store.putObject({ kind: 'Role', name: 'x', spec: {} }, { actor: '' }), 'INVALID_ARGUMENT');
+    });
+
+    // --- change feed -----------------------------------------------------------------------------
+
+    void test('every put and delete appends one change, in order, and changesSince resumes after any revision', async (t) => {
+      const store = await open(t);
+      const kind = `Feed${uid()}`;
+      const start = await store.currentRevision();
+      const a1 = await store.putObject({ kind, name: 'a', spec: { n: 1 } }, { actor });
+      const b1 = await store.putObject({ kind, name: 'b', spec: { n: 1 } }, { actor });
+      await store.putObject({ kind, name: 'a', spec: { n: 1 } }, { actor }); // unchanged: no change
+      const a2 = await store.putObject({ kind, name: 'a', spec: { n: 2 } }, { actor });
+      const del = await store.deleteObject(kind, 'b', { actor: 'user:dave' });
+      const mine = (changes: Change[]): Change[] => changes.filter((c) => c.kind === kind);
+      const all = mine(await store.changesSince(start, 10_000));
+      assert.deepEqual(all.map((c) => [c.name, c.op, c.version]), [['a', 'put', 1], ['b', 'put', 1], ['a', 'put', 2], ['b', 'delete', 1]]);
+      assert.deepEqual(all.map((c) => c.revision), [a1.revision, b1.revision, a2.revision, del.revision]);
+      assert.deepEqual(all[2].object, a2.object);
+      assert.equal(all[3].object, null);
+      assert.equal(all[3].actor, 'user:dave');
+      for (let i = 1; i < all.length; i++) assert.ok(all[i].revision > all[i - 1].revision);
+      // Resume after each revision: exactly the later ones.
+      for (let i = 0; i < all.length; i++) assert.deepEqual(mine(await store.changesSince(all[i].revision, 10_000)), all.slice(i + 1));
+      assert.equal(await store.currentRevision(), del.revision);
+    });
+
+    void test('changesSince honours its limit, so a consumer can page through the feed', async (t) => {
+      const store = await open(t);
+      const kind = `Page${uid()}`;
+      const start = await store.currentRevision();
+      for (let i = 0; i < 7; i++) await store.putObject({ kind, name: `o${i}`, spec: {} }, { actor });
+      const seen: Change[] = [];
+      let revision = start;
+      for (;;) {
+        const page = await store.changesSince(revision, 3);
+        assert.ok(page.length <= 3);
+        if (page.length === 0) break;
+        seen.push(...page);
+        revision = page[page.length - 1].revision;
+      }
+      assert.deepEqual(seen.filter((c) => c.kind === kind).map((c) => c.name), ['o0', 'o1', 'o2', 'o3', 'o4', 'o5', 'o6']);
+      await rejectsWith(store.changesSince(-1), 'INVALID_ARGUMENT');
+    });
+
+    void test('a snapshot taken while another store writes, plus the changes after its revision, gives the current state', async (t) => {
+      const writer = await open(t);
+      const reader = await open(t);
+      const kind = `Snap${uid()}`;
+      let writing = true;
+      const writes = (async () => {
+        for (let i = 0; writing && i < 200; i++) {
+          const name = `o${i % 5}`;
+          if (i % 7 === 6) await writer.deleteObject(kind, name, { actor }).catch(() => {});
+          else await writer.putObject({ kind, name, spec: { i } }, { actor });
+        }
+      })();
+      const snapshots = [];
+      for (let i = 0; i < 10; i++) {
+        snapshots.push(await reader.snapshot());
+        await delay(5);
+      }
+      writing = false;
+      await writes;
+      const final = new Map((await reader.listObjects(kind)).map((o) => [o.name, o]));
+      for (const snap of snapshots) {
+        const state = new Map(snap.objects.filter((o) => o.kind === kind).map((o) => [o.name, o]));
+        for (const change of await reader.changesSince(snap.revision, 10_000)) {
+          if (change.kind !== kind) continue;
+          if (change.op === 'put') state.set(change.name, change.object as StoredObject);
+          else state.delete(change.name);
+        }
+        assert.deepEqual(state, final, `snapshot at revision ${snap.revision}`);
+      }
+    });
+
+    void test('a write through one store reaches a watch on another store of the same database within 1 s', async (t) => {
+      const writer = await open(t);
+      const watcher = await open(t);
+      const kind = `Watch${uid()}`;
+      // One watch for the whole test, started before the writes, as an access tier's stream would.
+      const seen: { revision: number; at: number }[] = [];
+      const stop = watcher.watch((revision) => seen.push({ revision, at: performance.now() }));
+      t.after(stop);
+      const now = await writer.currentRevision();
+      for (let i = 0; i < 500 && !seen.some((s) => s.revision >= now); i++) await delay(10);
+      assert.ok(seen.some((s) => s.revision >= now), 'the first call reports where the feed is');
+      const latencies: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const started = performance.now();
+        const { revision } = await writer.putObject({ kind, name: 'o', spec: { i } }, { actor });
+        const deadline = started + 1000;
+        while (!seen.some((s) => s.revision >= (revision ?? 0)) && performance.now() < deadline) await delay(5);
+        const hit = seen.find((s) => s.revision >= (revision ?? 0));
+        assert.ok(hit !== undefined, `revision ${revision} not seen by the other store within 1 s`);
+        latencies.push(hit.at - started);
+        await delay(i * 37); // land at different points of the other store's poll cycle
+      }
+      t.diagnostic(`cross-store watch latency: ${latencies.map((ms) => ms.toFixed(1)).join(', ')} ms`);
+    });
+
+    void test('watch reports the current revision at once, then each new one, and stops after unsubscribe', async (t) => {
+      const store = await open(t);
+      const kind = `W${uid()}`;
+      const seen: number[] = [];
+      const start = await store.currentRevision();
+      const stop = store.watch((r) => seen.push(r));
+      for (let i = 0; i < 100 && seen.length === 0; i++) await delay(10);
+      assert.deepEqual(seen, [start]);
+      const { revision } = await store.putObject({ kind, name: 'o', spec: {} }, { actor });
+      assert.equal(seen.at(-1), revision, 'a write through the same store is announced when it commits');
+      stop();
+      await store.putObject({ kind, name: 'o', spec: { again: true } }, { actor });
+      await delay(300);
+      assert.equal(seen.at(-1), revision);
+      for (let i = 1; i < seen.length; i++) assert.ok(seen[i] > seen[i - 1]);
+    });
+
+    void test('user, device and certificate revocation changes go through the same feed, so access tiers learn of them', async (t) => {
+      const store = await open(t);
+      const start = await store.currentRevision();
+      const user = await store.createUser({ name: `feed-${uid()}`, groups: ['eng'] }, { actor });
+      const device = await store.registerDevice({ userId: user.id, platform: 'linux' }, { actor });
+      await store.updateUser(user.id, { disabled: true }, { actor });
+      await store.banDevice(device.id, { actor });
+      const serial = uid();
+      await store.recordCertificate({ serial, type: 'trust', identity: `causeway://device/${device.id}`, notAfter: new Date(Date.now() + 3_600_000).toISOString() });
+      await store.revokeCertificate(serial, { actor, reason: 'device lost' });
+      await store.unregisterDevice(device.id, { actor });
+      const changes = (await store.changesSince(start, 10_000)).filter((c) => c.name === user.id || c.name === device.id || c.name === serial);
+      assert.deepEqual(changes.map((c) => [c.kind, c.op, c.version]), [
+        ['User', 'put', 1],
+        ['Device', 'put', 1],
+        ['User', 'put', 2],
+        ['Device', 'put', 2],
+        ['Certificate', 'put', 1],
+        ['Device', 'delete', 2],
+      ]);
+      assert.equal((changes[2].object as { disabled: boolean }).disabled, true);
+      assert.equal((changes[3].object as { banned: boolean }).banned, true);
+      assert.equal((changes[4].object as { reason: string }).reason, 'device lost');
+      const snap = await store.snapshot();
+      assert.ok(snap.revokedSerials.includes(serial));
+      assert.equal(snap.users.find((u) => u.id === user.id)?.disabled, true);
+      assert.equal(snap.devices.find((d) => d.id === device.id), undefined);
+    });
+
+    // --- users and devices -----------------------------------------------------------------------
+
+    void test('users: create, read by id and name, list, update with versions, and refuse a duplicate name', async (t) => {
+      const store = await open(t);
+      const name = `alice-${uid()}`;
+      const created = await store.createUser({ name, email: 'alice@example.com', groups: ['eng', 'ops'] }, { actor });
+      assert.equal(created.version, 1);
+      assert.equal(created.disabled, false);
+      assert.equal(created.hasPassword, false);
+      assert.deepEqual(await store.getUser(created.id), created);
+      assert.deepEqual(await store.getUserByName(name), created);
+      assert.ok((await store.listUsers()).some((u) => u.id === created.id));
+      await rejectsWith(store.createUser({ name }, { actor }), 'ALREADY_EXISTS');
+      await rejectsWith(store.createUser({ id: created.id, name: `other-${uid()}` }, { actor }), 'ALREADY_EXISTS');
+
+      const updated = await store.updateUser(created.id, { groups: ['eng'], disabled: true }, { actor: 'user:admin', expectedVersion: 1 });
+      assert.equal(updated.version, 2);
+      assert.deepEqual(updated.groups, ['eng']);
+      assert.equal(updated.disabled, true);
+      assert.equal(updated.updatedBy, 'user:admin');
+      await rejectsWith(store.updateUser(created.id, { disabled: false }, { actor, expectedVersion: 1 }), 'VERSION_CONFLICT');
+      const same = await store.updateUser(created.id, { groups: ['eng'] }, { actor });
+      assert.equal(same.version, 2, 'a patch that changes nothing writes nothing');
+      await rejectsWith(store.updateUser('no-such-user', { disabled: true }, { actor }), 'NOT_FOUND');
+      const audit = (await store.queryAuditEvents({ kind: 'User', name: created.id })).events;
+      assert.deepEqual(audit.map((e) => e.action), ['update', 'create']);
+      assert.deepEqual(audit[0].before, created);
+      assert.deepEqual(audit[0].after, updated);
+    });
+
+    void test('a password hash is returned by getUserCredentials only', async (t) => {
+      const store = await open(t);
+      const name = `pw-${uid()}`;
+      const hash = `scrypt$${uid()}${uid()}`;
+      const user = await store.createUser({ name, passwordHash: hash }, { actor });
+      assert.equal(user.hasPassword, true);
+      assert.deepEqual(await store.getUserCredentials(name), { user, passwordHash: hash });
+      const everything = JSON.stringify([user, await store.getUser(user.id), await store.listUsers(), await store.snapshot(), await store.changesSince(0, 10_000), await store.queryAuditEvents({ kind: 'User', name: user.id })]);
+      assert.ok(!everything.includes(hash));
+      const changed = await store.updateUser(user.id, { passwordHash: null }, { actor });
+      assert.equal(changed.hasPassword, false);
+      assert.equal((await store.getUserCredentials(name))?.passwordHash, null);
+      assert.equal(await store.getUserCredentials('nobody-at-all'), undefined);
+    });
+
+    void test('deleteUser removes the user and their devices, each as a change and an audit event', async (t) => {
+      const store = await open(t);
+      const user = await store.createUser({ name: `del-${uid()}` }, { actor });
+      const d1 = await store.registerDevice({ userId: user.id, platform: 'macos' }, { actor });
+      const d2 = await store.registerDevice({ userId: user.id, platform: 'linux' }, { actor });
+      const start = await store.currentRevision();
+      await rejectsWith(store.deleteUser(user.id, { actor, expectedVersion: 7 }), 'VERSION_CONFLICT');
+      const deleted = await store.deleteUser(user.id, { actor, expectedVersion: 1 });
+      assert.equal(deleted.id, user.id);
+      assert.equal(await store.getUser(user.id), undefined);
+      assert.deepEqual(await store.listDevices({ userId: user.id }), []);
+      const changes = (await store.changesSince(start)).filter((c) => [user.id, d1.id, d2.id].includes(c.name));
+      assert.deepEqual(changes.map((c) => `${c.kind}:${c.op}`).sort(), ['Device:delete', 'Device:delete', 'User:delete']);
+      await rejectsWith(store.deleteUser(user.id, { actor }), 'NOT_FOUND');
+    });
+
+    void test('devices: register, read, list by user, update (an empty change writes nothing), ban, unban, touch, unregister', async (t) => {
+      const clock = new FakeClock();
+      const store = await open(t, { clock });
+      const user = await store.createUser({ name: `dev-${uid()}` }, { actor });
+      await rejectsWith(store.registerDevice({ userId: 'no-such-user', platform: 'linux' }, { actor }), 'NOT_FOUND');
+      const device = await store.registerDevice({ userId: user.id, platform: 'macos', osVersion: '14.5', serial: 'C02XYZ', hostname: 'laptop', ownership: 'corporate-dedicated', publicKey: '-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n' }, { actor: `user:${user.name}` });
+      assert.equal(device.version, 1);
+      assert.equal(device.banned, false);
+      assert.equal(device.lastSeen, null);
+      assert.equal(device.trust, null);
+      assert.deepEqual(await store.getDevice(device.id), device);
+      await rejectsWith(store.registerDevice({ id: device.id, userId: user.id, platform: 'linux' }, { actor }), 'ALREADY_EXISTS');
+      const other = await store.registerDevice({ userId: user.id, platform: 'linux' }, { actor });
+      assert.deepEqual((await store.listDevices({ userId: user.id })).map((d) => d.id), [device.id, other.id].sort());
+      assert.equal(other.ownership, 'other');
+
+      const trusted = await store.updateDevice(device.id, { trust: { level: 'High', factors: { diskEncryption: true } }, osVersion: '14.6' }, { actor: 'system:trust', expectedVersion: 1 });
+      assert.equal(trusted.version, 2);
+      assert.deepEqual(trusted.trust, { level: 'High', factors: { diskEncryption: true } });
+      const revision = await store.currentRevision();
+      const same = await store.updateDevice(device.id, { trust: { factors: { diskEncryption: true }, level: 'High' } }, { actor: 'system:trust' });
+      assert.equal(same.version, 2);
+      assert.equal(await store.currentRevision(), revision);
+      await rejectsWith(store.updateDevice(device.id, { banned: true }, { actor, expectedVersion: 1 }), 'VERSION_CONFLICT');
+
+      const banned = await store.banDevice(device.id, { actor: 'user:admin' });
+      assert.equal(banned.banned, true);
+      assert.equal(banned.version, 3);
+      assert.equal((await store.unbanDevice(device.id, { actor: 'user:admin' })).banned, false);
+      const actions = (await store.queryAuditEvents({ kind: 'Device', name: device.id })).events.map((e) => e.action);
+      assert.deepEqual(actions, ['unban', 'ban', 'update', 'create']);
+
+      clock.advance(5000);
+      await store.touchDevice(device.id);
+      const touched = await store.getDevice(device.id);
+      assert.equal(touched?.lastSeen, new Date(clock.now()).toISOString());
+      assert.equal(touched?.version, 4, 'touching is not a change');
+      await rejectsWith(store.touchDevice('no-such-device'), 'NOT_FOUND');
+
+      const gone = await store.unregisterDevice(device.id, { actor, expectedVersion: 4 });
+      assert.equal(gone.id, device.id);
+      assert.equal(await store.getDevice(device.id), undefined);
+      await rejectsWith(store.unregisterDevice(device.id, { actor }), 'NOT_FOUND');
+    });
+
+    // --- tokens ----------------------------------------------------------------------------------
+
+    void test('an API token verifies until it is revoked or expires, and its secret is shown once and never returned again', async (t) => {
+      const clock = new FakeClock();
+      const store = await open(t, { clock });
+      const { token, record } = await store.createApiToken({ name: 'ci', scope: 'admin', expiresAt: new Date(clock.now() + 3_600_000).toISOString() }, { actor });
+      assert.match(token, /^cwat_[0-9a-f]{16}_/);
+      assert.equal(record.scope, 'admin');
+      assert.equal(record.lastUsedAt, null);
+      const verified = await store.verifyApiToken(token);
+      assert.equal(verified?.id, record.id);
+      assert.equal(verified?.lastUsedAt, new Date(clock.now()).toISOString());
+      // last_used_at is written lazily: not again within a minute.
+      clock.advance(30_000);
+      assert.equal((await store.verifyApiToken(token))?.lastUsedAt, new Date(clock.now() - 30_000).toISOString());
+      clock.advance(31_000);
+      assert.equal((await store.verifyApiToken(token))?.lastUsedAt, new Date(clock.now()).toISOString());
+
+      // Wrong secrets: another token's shape, one changed character, garbage, empty.
+      const tampered = token.slice(0, -1) + (token.endsWith('A') ? 'B' : 'A');
+      for (const bad of [tampered, token.replace('cwat_', 'cwjt_'), 'cwat_0000000000000000_' + 'A'.repeat(43), 'garbage', '']) assert.equal(await store.verifyApiToken(bad), undefined, bad);
+
+      const listed = await store.listApiTokens();
+      const everything = JSON.stringify([record, verified, listed, await store.queryAuditEvents({ kind: 'ApiToken' })]);
+      assert.ok(!everything.includes(token.split('_')[2]), 'the secret is never returned again');
+      assert.ok(!everything.includes(hashToken(token)), 'nor its hash');
+      assert.ok(!everything.includes('hash'));
+
+      clock.advance(3_600_000);
+      assert.equal(await store.verifyApiToken(token), undefined, 'expired');
+
+      const viewer = await store.createApiToken({ name: 'dash', scope: 'viewer' }, { actor });
+      assert.equal(viewer.record.expiresAt, null);
+      assert.equal((await store.verifyApiToken(viewer.token))?.scope, 'viewer');
+      const revoked = await store.revokeApiToken(viewer.record.id, { actor: 'user:admin' });
+      assert.equal(revoked.revokedAt, new Date(clock.now()).toISOString());
+      assert.equal(await store.verifyApiToken(viewer.token), undefined, 'revoked');
+      assert.equal((await store.revokeApiToken(viewer.record.id, { actor })).revokedAt, revoked.revokedAt, 'revoking twice changes nothing');
+      await rejectsWith(store.revokeApiToken('0000000000000000', { actor }), 'NOT_FOUND');
+      await rejectsWith(store.createApiToken({ name: 'x', scope: 'root' as 'admin' }, { actor }), 'INVALID_ARGUMENT');
+      const actions = (await store.queryAuditEvents({ kind: 'ApiToken', name: viewer.record.id })).events.map((e) => e.action);
+      assert.deepEqual(actions, ['revoke', 'create']);
+    });
+
+    void test('a join token works once; reuse, expiry, another kind and a guess all get JOIN_TOKEN_INVALID with one message (DT-06)', async (t) => {
+      const clock = new FakeClock();
+      const store = await open(t, { clock });
+      const name = `edge-${uid()}`;
+      const { token, record } = await store.createJoinToken({ kind: 'access-tier', name }, { actor });
+      assert.match(token, /^cwjt_[0-9a-f]{16}_/);
+      assert.equal(Date.parse(record.expiresAt) - clock.now(), 3_600_000, 'one hour by default');
+      assert.equal(record.usedAt, null);
+
+      const messages = new Set<string>();
+      const invalid = async (promise: Promise<unknown>): Promise<void> => {
+        messages.add((await rejectsWith(promise, 'JOIN_TOKEN_INVALID')).message);
+      };
+      await invalid(store.consumeJoinToken(token, 'connector'));
+      const used = await store.consumeJoinToken(token, 'access-tier');
+      assert.equal(used.id, record.id);
+      assert.equal(used.usedAt, new Date(clock.now()).toISOString());
+      await invalid(store.consumeJoinToken(token, 'access-tier'));
+
+      const short = await store.createJoinToken({ kind: 'connector', name: 'dc1', ttlMs: 60_000 }, { actor });
+      clock.advance(60_000);
+      await invalid(store.consumeJoinToken(short.token, 'connector'));
+      await invalid(store.consumeJoinToken(`cwjt_${short.record.id}_${'x'.repeat(43)}`, 'connector'));
+      await invalid(store.consumeJoinToken('cwjt_0123456789abcdef_' + 'A'.repeat(43), 'connector'));
+      await invalid(store.consumeJoinToken('not a token', 'connector'));
+      assert.equal(messages.size, 1, 'the reason is never told');
+      await rejectsWith(store.createJoinToken({ kind: 'connector', name: 'dc1', ttlMs: 48 * 3_600_000 }, { actor }), 'INVALID_ARGUMENT');
+      await rejectsWith(store.createJoinToken({ kind: 'server' as 'connector', name: 'dc1' }, { actor }), 'INVALID_ARGUMENT');
+
+      const listed = (await store.listJoinTokens()).find((r) => r.id === record.id);
+      assert.deepEqual(listed, used);
+      const actions = (await store.queryAuditEvents({ kind: 'JoinToken', name: record.id })).events.map((e) => [e.action, e.actor]);
+      assert.deepEqual(actions, [['use', `access-tier:${name}`], ['create', actor]]);
+    });
+
+    void test('two stores consuming one join token at once: exactly one succeeds (DT-06)', async (t) => {
+      const a = await open(t);
+      const b = await open(t);
+      for (let i = 0; i < 10; i++) {
+        const { token } = await a.createJoinToken({ kind: 'kube-proxy', name: `kp-${i}` }, { actor });
+        const results = await Promise.allSettled([a.consumeJoinToken(token, 'kube-proxy'), b.consumeJoinToken(token, 'kube-proxy'), b.consumeJoinToken(token, 'kube-proxy')]);
+        assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
+        for (const r of results) if (r.status === 'rejected') assert.equal(errorCode(r.reason), 'JOIN_TOKEN_INVALID');
+      }
+    });
+
+    // --- certificates and settings ---------------------------------------------------------------
+
+    void test('revoked certificates are listed until they expire; revoking twice is one revocation; an unrecorded serial can be revoked', async (t) => {
+      const clock = new FakeClock();
+      const store = await open(t, { clock });
+      const soon = uid();
+      const later = uid();
+      const notAfter = (ms: number): string => new Date(clock.now() + ms).toISOString();
+      const recorded = await store.recordCertificate({ serial: soon, type: 'trust', identity: 'causeway://user/alice', notAfter: notAfter(60_000) });
+      assert.equal(recorded.revokedAt, null);
+      assert.deepEqual(await store.recordCertificate({ serial: soon, type: 'other', identity: 'x', notAfter: notAfter(1) }), recorded, 'recording is idempotent');
+      await store.recordCertificate({ serial: later, type: 'device', identity: 'causeway://device/d1', notAfter: notAfter(3_600_000) });
+      const revoked = await store.revokeCertificate(soon, { actor: 'user:admin', reason: 'key compromise' });
+      assert.equal(revoked.revokedBy, 'user:admin');
+      assert.equal(revoked.reason, 'key compromise');
+      const revision = await store.currentRevision();
+      assert.deepEqual(await store.revokeCertificate(soon, { actor }), revoked);
+      assert.equal(await store.currentRevision(), revision, 'a second revocation writes nothing');
+      await store.revokeCertificate(later, { actor });
+      const unknown = `unrecorded-${uid()}`;
+      const forced = await store.revokeCertificate(unknown, { actor, type: 'connector', identity: 'causeway://connector/dc1' });
+      assert.equal(forced.type, 'connector');
+      const mine = async (): Promise<string[]> => (await store.listRevokedCertificates()).map((c) => c.serial).filter((s) => [soon, later, unknown].includes(s));
+      assert.deepEqual(await mine(), [soon, later, unknown].sort());
+      clock.advance(60_000);
+      assert.deepEqual(await mine(), [later, unknown].sort(), 'an expired certificate needs no revocation entry');
+      assert.deepEqual((await store.snapshot()).revokedSerials.filter((s) => [soon, later, unknown].includes(s)), [later, unknown].sort());
+      assert.equal((await store.getCertificate(soon))?.revokedAt, revoked.revokedAt);
+      assert.equal(await store.getCertificate('none'), undefined);
+    });
+
+    void test('settings round-trip; putSettingIfAbsent keeps the first value; a PEM private key is refused (CP-16)', async (t) => {
+      const store = await open(t);
+      const key = `ca-${uid()}`;
+      assert.equal(await store.getSetting(key), undefined);
+      assert.deepEqual(await store.putSettingIfAbsent(key, 'first', { actor: 'system' }), { value: 'first', inserted: true });
+      assert.deepEqual(await store.putSettingIfAbsent(key, 'second', { actor: 'system' }), { value: 'first', inserted: false });
+      await store.putSetting(key, 'third', { actor: 'system' });
+      assert.equal(await store.getSetting(key), 'third');
+      const pem = '-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n';
+      await rejectsWith(store.putSetting(`k-${uid()}`, pem, { actor }), 'PLAINTEXT_KEY_REFUSED');
+      await rejectsWith(store.putSettingIfAbsent(`k-${uid()}`, pem.replace('PRIVATE', 'ENCRYPTED PRIVATE'), { actor }), 'PLAINTEXT_KEY_REFUSED');
+      const audit = (await store.queryAuditEvents({ kind: 'Setting', name: key })).events;
+      assert.deepEqual(audit.map((e) => [e.action, e.before, e.after]), [['update', null, null], ['create', null, null]]);
+    });
+
+    // --- events ----------------------------------------------------------------------------------
+
+    void test('appendAccessEvents is idempotent by id: re-shipping a batch duplicates nothing (X-02)', async (t) => {
+      const store = await open(t);
+      const service = `svc-${uid()}`;
+      const batch = Array.from({ length: 1200 }, (_, i) => accessEvent(i, { service }));
+      assert.deepEqual(await store.appendAccessEvents(batch), { inserted: 1200, duplicates: 0 });
+      assert.deepEqual(await store.appendAccessEvents(batch), { inserted: 0, duplicates: 1200 });
+      // A partly new batch, with a repeat inside it too.
+      const more = [...batch.slice(0, 10), accessEvent(5000, { service }), accessEvent(5001, { service })];
+      more.push(more[10]);
+      assert.deepEqual(await store.appendAccessEvents(more), { inserted: 2, duplicates: 11 });
+      assert.deepEqual(await store.appendAccessEvents([]), { inserted: 0, duplicates: 0 });
+      let count = 0;
+      let after: string | undefined;
+      do {
+        const page = await store.queryAccessEvents({ service, limit: 1000, after });
+        count += page.events.length;
+        after = page.next;
+      } while (after !== undefined);
+      assert.equal(count, 1202);
+      await rejectsWith(store.appendAccessEvents([{ ...accessEvent(1), id: '' }]), 'INVALID_ARGUMENT');
+    });
+
+    void test('queryAccessEvents filters and pages newest first with a cursor that neither skips nor repeats', async (t) => {
+      const store = await open(t);
+      const service = `svc-${uid()}`;
+      const events = Array.from({ length: 45 }, (_, i) => accessEvent(i % 15, { service, user: `u${i % 3}`, device: `d${i % 5}` }));
+      await store.appendAccessEvents(events);
+      const byNewest = (a: AccessEvent, b: AccessEvent): number => (a.time === b.time ? (a.id < b.id ? 1 : -1) : a.time < b.time ? 1 : -1);
+      const expected = [...events].sort(byNewest);
+      const pages: AccessEvent[] = [];
+      let after: string | undefined;
+      do {
+        const page = await store.queryAccessEvents({ service, limit: 7, after });
+        assert.ok(page.events.length <= 7);
+        pages.push(...page.events);
+        after = page.next;
+      } while (after !== undefined);
+      assert.deepEqual(pages.map((e) => e.id), expected.map((e) => e.id));
+      assert.deepEqual(pages[0], expected[0], 'the event reads back as shipped');
+
+      const filtered = (await store.queryAccessEvents({ service, user: 'u1', decision: 'deny' })).events;
+      assert.deepEqual(filtered.map((e) => e.id), expected.filter((e) => e.user === 'u1' && e.decision === 'deny').map((e) => e.id));
+      assert.deepEqual((await store.queryAccessEvents({ service, device: 'd2' })).events.map((e) => e.id), expected.filter((e) => e.device === 'd2').map((e) => e.id));
+      const since = new Date(1_800_000_000_000 + 5000).toISOString();
+      const until = new Date(1_800_000_000_000 + 10_000).toISOString();
+      const window = (await store.queryAccessEvents({ service, since, until })).events;
+      assert.deepEqual(window.map((e) => e.id), expected.filter((e) => e.time >= since && e.time < until).map((e) => e.id));
+      await rejectsWith(store.queryAccessEvents({ after: 'not-a-cursor' }), 'INVALID_CURSOR');
+      await rejectsWith(store.queryAccessEvents({ since: 'yesterday' }), 'INVALID_ARGUMENT');
+      await rejectsWith(store.queryAccessEvents({ limit: 0 }), 'INVALID_ARGUMENT');
+    });
+
+    void test('hostile strings in events (NUL, lone surrogates, quotes, CR/LF, SQL) are stored as data and read back alike on every database', async (t) => {
+      const store = await open(t);
+      const service = `svc-${uid()}`;
+      const nasty = "evil\r\n{\"decision\":\"allow\"}'; DROP TABLE access_events; --\u001b[31m %s \\u0000 \u0000 \ud800 end";
+      const event = accessEvent(1, { service, sni: nasty, target: nasty, user: nasty, closeReason: nasty, time: '2027-01-15T10:00:00+02:00' });
+      assert.deepEqual(await store.appendAccessEvents([event]), { inserted: 1, duplicates: 0 });
+      const [back] = (await store.queryAccessEvents({ service })).events;
+      const stored = nasty.replace('\u0000', '\u2400').replace('\ud800', '\ufffd');
+      assert.equal(back.sni, stored);
+      assert.equal(back.user, stored);
+      assert.equal(back.time, event.time, 'the event keeps the time as shipped');
+      assert.equal((await store.queryAccessEvents({ service, user: stored })).events.length, 1);
+      assert.equal((await store.queryAccessEvents({ service, since: '2027-01-15T08:00:00.000Z', until: '2027-01-15T08:00:00.001Z' })).events.length, 1, 'and is indexed by its UTC instant');
+      assert.deepEqual(await store.appendAccessEvents([event]), { inserted: 0, duplicates: 1 });
+    });
+
+    void test('queryAuditEvents filters by kind, name, actor and action, and pages newest first', async (t) => {
+      const clock = new FakeClock();
+      const store = await open(t, { clock });
+      const kind = `Audit${uid()}`;
+      for (let i = 0; i < 12; i++) {
+        clock.advance(i % 4 === 0 ? 0 : 1); // some in the same millisecond
+        await store.putObject({ kind, name: `o${i % 3}`, spec: { i } }, { actor: `user:u${i % 2}` });
+      }
+      const all: string[] = [];
+      let after: string | undefined;
+      do {
+        const page = await store.queryAuditEvents({ kind, limit: 5, after });
+        all.push(...page.events.map((e) => e.id));
+        after = page.next;
+      } while (after !== undefined);
+      assert.equal(all.length, 12);
+      assert.equal(new Set(all).size, 12);
+      const full = (await store.queryAuditEvents({ kind })).events;
+      assert.deepEqual(full.map((e) => e.id), all);
+      for (let i = 1; i < full.length; i++) assert.ok(full[i - 1].at >= full[i].at);
+      assert.equal((await store.queryAuditEvents({ kind, name: 'o1' })).events.length, 4);
+      assert.equal((await store.queryAuditEvents({ kind, actor: 'user:u1' })).events.length, 6);
+      assert.equal((await store.queryAuditEvents({ kind, action: 'create' })).events.length, 3);
+      assert.equal((await store.queryAuditEvents({ kind, since: full[0].at })).events.length >= 1, true);
+    });
+
+    // --- durability and secrets ------------------------------------------------------------------
+
+    void test('everything survives close and reopen, and reopening runs no migration twice', async () => {
+      const kind = `Reopen${uid()}`;
+      const first = await openStore();
+      await first.putObject({ kind, name: 'o', spec: { kept: true } }, { actor });
+      const revision = await first.currentRevision();
+      await first.close();
+      await first.close(); // idempotent
+      await rejectsWith(first.getObject(kind, 'o'), 'STORE_CLOSED');
+      const second = await openStore();
+      try {
+        assert.deepEqual((await second.getObject(kind, 'o'))?.spec, { kept: true });
+        assert.ok((await second.currentRevision()) >= revision);
+      } finally {
+        await second.close();
+      }
+    });
+
+    void test('no token secret and no PRIVATE KEY is anywhere in the database after every kind of write (CP-16)', async (t) => {
+      const store = await open(t);
+      const secrets: string[] = [];
+      const api = await store.createApiToken({ name: 'scan', scope: 'admin' }, { actor });
+      secrets.push(api.token);
+      await store.verifyApiToken(api.token);
+      await store.revokeApiToken(api.record.id, { actor });
+      const join = await store.createJoinToken({ kind: 'connector', name: 'scan' }, { actor });
+      secrets.push(join.token);
+      await store.consumeJoinToken(join.token, 'connector');
+      await store.consumeJoinToken(join.token, 'connector').catch(() => {});
+      await store.consumeJoinToken(join.token.replace('cwjt', 'cwat'), 'connector').catch(() => {});
+      await store.putSetting(`ca-key-${uid()}`, Buffer.from('ciphertext of the CA key').toString('base64'), { actor: 'system' });
+      await store.putSetting(`k-${uid()}`, '-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----', { actor }).catch(() => {});
+      await store.putObject({ kind: `Service${uid()}`, name: 'k8s', spec: { kubernetes: { caPublicKey: '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n' } } }, { actor });
+      const text = await dump();
+      assert.ok(text.length > 1000, 'the dump holds the data');
+      assert.ok(text.includes(hashToken(api.token)), 'hashes are stored, which shows the dump is complete');
+      for (const secret of secrets) {
+        assert.ok(!text.includes(secret), 'a token is not stored');
+        assert.ok(!text.includes(secret.split('_')[2]), 'nor its secret part');
+      }
+      assert.ok(!text.includes('PRIVATE KEY'));
+    });
+
+    // --- measurements ----------------------------------------------------------------------------
+
+    void test('measures putObject and appendAccessEvents (batches of 500) throughput (reported, not asserted)', async (t) => {
+      const store = await open(t);
+      const kind = `Bench${uid()}`;
+      const spec = { type: 'kubernetes', cluster: 'global-edge', accessTier: '*', domain: 'kube.example.com', port: 443, backend: { dnsOverride: 'kube-proxy:8443' }, policy: { name: 'k8s-prod', mode: 'enforcing' } };
+      const puts = 200;
+      let start = performance.now();
+      for (let i = 0; i < puts; i++) await store.putObject({ kind, name: `s${i % 20}`, spec: { ...spec, port: i } }, { actor });
+      const putMs = performance.now() - start;
+      const batches = 10;
+      const service = `bench-${uid()}`;
+      const events = Array.from({ length: batches * 500 }, (_, i) => accessEvent(i, { service, user: 'alice', device: 'd1', target: 'kube.example.com:443', certSerial: '0a1b2c', bytesUp: 1234, bytesDown: 56789, durationMs: 42 }));
+      start = performance.now();
+      for (let b = 0; b < batches; b++) await store.appendAccessEvents(events.slice(b * 500, (b + 1) * 500));
+      const appendMs = performance.now() - start;
+      start = performance.now();
+      for (let b = 0; b < batches; b++) await store.appendAccessEvents(events.slice(b * 500, (b + 1) * 500));
+      const reshipMs = performance.now() - start;
+      t.diagnostic(`${name}: putObject ${((puts * 1000) / putMs).toFixed(0)}/s (${((putMs * 1000) / puts).toFixed(0)} µs each, sequential, one transaction each)`);
+      t.diagnostic(`${name}: appendAccessEvents ${((batches * 500 * 1000) / appendMs).toFixed(0)} events/s (${(appendMs / batches).toFixed(1)} ms per batch of 500); re-shipped duplicates ${((batches * 500 * 1000) / reshipMs).toFixed(0)} events/s`);
+      assert.equal((await store.listObjects(kind)).length, 20);
+    });
+  });
+}
