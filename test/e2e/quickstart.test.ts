@@ -9,6 +9,8 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { kubectlBinaries, repoRoot, runKubectl } from '../kit/kubectl.ts';
 import type { KubectlBinary } from '../kit/kubectl.ts';
@@ -27,8 +29,8 @@ interface Running {
 }
 
 /** Starts `causeway quickstart` and resolves once it printed "Press Ctrl-C to stop." */
-async function startCli(dataDir: string): Promise<Running> {
-  const child = spawn(process.execPath, [join(repoRoot, 'src', 'main.ts'), 'quickstart', '--data-dir', dataDir, '--port', '0', '--access-tier-port', '0', '--kube-port', '0', '--log-level', 'warn'], {
+async function startCli(dataDir: string, kubePort = 0): Promise<Running> {
+  const child = spawn(process.execPath, [join(repoRoot, 'src', 'main.ts'), 'quickstart', '--data-dir', dataDir, '--port', '0', '--access-tier-port', '0', '--kube-port', String(kubePort), '--log-level', 'warn'], {
     cwd: repoRoot,
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dataDir },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -151,18 +153,26 @@ void describe('causeway quickstart', () => {
     assert.ok(allowed.every((e) => e.user === 'demo' && e.device === 'quickstart'));
   });
 
-  void test('a second start reuses the CA, the token and the kubeconfig, and its printed commands work', async () => {
+  void test('a second start reuses the CA, the token and the kubeconfig, moves the demo API off a taken port, and its printed commands work', async (t) => {
     const caBefore = await readFile(join(dataDir, 'ca', 'ca.crt'), 'utf8');
     const kubeconfigBefore = await readFile(join(dataDir, 'kubeconfig'), 'utf8');
-    const qs = await startCli(dataDir);
+    // Something else holds the port asked for the demo API: the quickstart takes a free one instead.
+    const squatter = net.createServer();
+    await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise<void>((resolve) => squatter.close(() => resolve())));
+    const taken = (squatter.address() as AddressInfo).port;
+
+    const qs = await startCli(dataDir, taken);
     processes.push(qs);
     assert.match(qs.stdout(), /existing CA reused/);
     assert.equal(await readFile(join(dataDir, 'ca', 'ca.crt'), 'utf8'), caBefore);
     assert.equal(await readFile(join(dataDir, 'kubeconfig'), 'utf8'), kubeconfigBefore);
+    const demoPort = Number(/DEMO Kubernetes API\s+https:\/\/127\.0\.0\.1:(\d+)/.exec(qs.stdout())?.[1]);
+    assert.ok(demoPort > 0 && demoPort !== taken, qs.stdout());
+    assert.match(await readFile(join(dataDir, 'specs.yaml'), 'utf8'), new RegExp(`dnsOverride: 127\\.0\\.0\\.1:${demoPort}\\b`));
     const commands = printedCommands(qs.stdout());
     assert.equal(commands.length, 2);
-    const out = await runPrinted(binaries[0], commands[0]);
-    assert.match(out, /^web-0\s+1\/1\s+Running/m);
+    for (const command of commands) assert.match(await runPrinted(binaries[0], command), /^web-0\s+1\/1\s+Running/m);
     const stopped = await qs.stop();
     assert.equal(stopped.code, 0, qs.stderr());
   });
