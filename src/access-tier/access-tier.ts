@@ -158,7 +158,8 @@ class AccessTierServer implements AccessTier {
       rejectUnauthorized: false,
       ALPNProtocols: [TUNNEL_ALPN, 'http/1.1'],
       handshakeTimeout: this.#limits.handshakeTimeoutMs,
-      allowHalfOpen: true,
+      // Half-open only once a client is established (see #dispatch): a FIN during the handshake ends it.
+      allowHalfOpen: false,
       noDelay: true,
       keepAlive: true,
       keepAliveInitialDelay: 60_000,
@@ -347,6 +348,8 @@ class AccessTierServer implements AccessTier {
         acceptTunnel(socket, this.#ctx);
         return;
       }
+      // TCP half-close is part of what clients tunnel: a FIN from the client ends only its direction.
+      socket.allowHalfOpen = true;
       this.#clientSockets.add(socket);
       socket.once('close', () => this.#clientSockets.delete(socket));
       handleClient(socket, this.#ctx);
@@ -358,8 +361,11 @@ class AccessTierServer implements AccessTier {
   }
 
   #onTlsError(err: Error, socket: TLSSocket): void {
+    const raw = (socket as TLSSocket & { _parent?: Socket })._parent;
+    // Node leaves a socket whose handshake failed open (a timed-out one included): close it here.
+    socket.destroy();
+    raw?.destroy();
     try {
-      const raw = (socket as TLSSocket & { _parent?: Socket })._parent;
       if (raw !== undefined && this.#refused.has(raw)) return;
       const code = errorCode(err) ?? 'unknown';
       const reason =

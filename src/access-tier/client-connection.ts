@@ -66,10 +66,11 @@ async function serveClient(socket: TLSSocket, ctx: AccessTierContext): Promise<v
     socket.destroy();
     return;
   }
-  if (peer.ok) {
-    ev.user = peer.identity.user;
-    ev.device = peer.identity.device;
-    ev.certSerial = peer.identity.serial;
+  const who = peer.identity;
+  if (who !== undefined) {
+    ev.user = who.user;
+    ev.device = who.device;
+    ev.certSerial = who.serial;
   }
 
   // 2. Which service. Checked after the certificate, so a wrong certificate learns nothing about services.

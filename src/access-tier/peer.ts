@@ -8,10 +8,13 @@
  */
 import type { TLSSocket } from 'node:tls';
 import { checkPeerCertificate } from '../lib/pki/index.ts';
-import type { CertType, PeerCheck } from '../lib/pki/index.ts';
+import type { CertType, PeerCheckCode, PeerIdentity } from '../lib/pki/index.ts';
 import type { AccessTierState } from './state.ts';
 
-export function checkPeer(socket: TLSSocket, expected: CertType, state: AccessTierState, now: number): PeerCheck {
+/** Like PeerCheck, but a revoked certificate's identity is kept, so the event can say who was refused. */
+export type PeerResult = { ok: true; identity: PeerIdentity } | { ok: false; code: PeerCheckCode; message: string; identity?: PeerIdentity };
+
+export function checkPeer(socket: TLSSocket, expected: CertType, state: AccessTierState, now: number): PeerResult {
   const cert = socket.getPeerX509Certificate();
   if (cert === undefined) return { ok: false, code: 'cert-missing', message: 'no client certificate was presented' };
   if (!socket.authorized) {
@@ -21,8 +24,9 @@ export function checkPeer(socket: TLSSocket, expected: CertType, state: AccessTi
     if (code === 'CERT_NOT_YET_VALID') return { ok: false, code: 'cert-not-yet-valid', message: 'the certificate is not valid yet' };
     return { ok: false, code: 'cert-unknown-ca', message: `the certificate was not issued by this installation's CA (${code})` };
   }
-  return checkPeerCertificate(cert, expected, {
-    now,
-    isRevoked: (serial) => (state.revoked.has(serial.toLowerCase()) ? 'serial revoked' : undefined),
-  });
+  const checked = checkPeerCertificate(cert, expected, { now });
+  if (checked.ok && state.revoked.has(checked.identity.serial.toLowerCase())) {
+    return { ok: false, code: 'cert-revoked', message: 'the certificate has been revoked', identity: checked.identity };
+  }
+  return checked;
 }

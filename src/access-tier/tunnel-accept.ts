@@ -24,7 +24,11 @@ export function acceptTunnel(socket: TLSSocket, ctx: AccessTierContext): void {
 
   const peer = checkPeer(socket, 'connector', state, ctx.clock.now());
   if (!peer.ok) {
-    ctx.logger.warn({ source: ev.source, reason: peer.code, detail: peer.message }, 'connector tunnel refused');
+    if (peer.identity !== undefined) {
+      ev.certSerial = peer.identity.serial;
+      if (peer.identity.name !== undefined) ev.connector = peer.identity.name;
+    }
+    ctx.logger.warn({ source: ev.source, connector: ev.connector, reason: peer.code, detail: peer.message }, 'connector tunnel refused');
     ctx.record({ ...ev, reasons: ['tunnel-refused', peer.code], durationMs: elapsed(), closeReason: peer.message });
     socket.destroy();
     return;

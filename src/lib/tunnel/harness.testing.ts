@@ -11,6 +11,24 @@ import type { AddressInfo } from 'node:net';
 import { parseConnectResponseHead } from '../net/connect-request.ts';
 import { CertificateAuthority, issueKeyAndCert, mtlsClientOptions } from '../pki/index.ts';
 import type { CertIdentity, CertType } from '../pki/index.ts';
+import { specSchemas } from '../spec/schemas.ts';
+import type { AccessTierSpec, ConnectorSpec, ServiceSpec } from '../spec/index.ts';
+
+/** Spec documents with defaults applied, as a config source would hold them. */
+export const specs = {
+  accessTier: (name: string, cluster: string, address: string): AccessTierSpec =>
+    specSchemas.AccessTier.parse({ apiVersion: 'causeway/v1', kind: 'AccessTier', metadata: { name }, spec: { cluster, address } }),
+  connector: (name: string, cluster: string, allow: { cidrs?: string[]; domains?: string[] } = {}): ConnectorSpec =>
+    specSchemas.Connector.parse({ apiVersion: 'causeway/v1', kind: 'Connector', metadata: { name }, spec: { cluster, allowedCidrs: allow.cidrs ?? [], allowedDomains: allow.domains ?? [] } }),
+  /** A Service; `spec` is merged over `{ cluster, accessTier: '*' }`. Kubernetes services get a CA. */
+  service: (name: string, cluster: string, spec: Record<string, unknown>, caPem?: string): ServiceSpec =>
+    specSchemas.Service.parse({
+      apiVersion: 'causeway/v1',
+      kind: 'Service',
+      metadata: { name },
+      spec: { cluster, accessTier: '*', ...(spec['type'] === 'kubernetes' && spec['kubernetes'] === undefined ? { kubernetes: { clusterName: name, caPublicKey: caPem } } : {}), ...spec },
+    }),
+};
 
 export interface KeyAndCert {
   certPem: string;
@@ -180,6 +198,8 @@ export function chainConnect(o: ChainClientOptions): Promise<ChainResult> {
     socket.on('data', onData);
     socket.on('error', (err: NodeJS.ErrnoException) => finish({ kind: 'failed', error: err.message, code: err.code }));
     socket.on('close', () => finish({ kind: 'failed', error: 'closed', code: 'closed' }));
+    // Half-open is allowed, so a server that hangs up shows as 'end' first.
+    socket.on('end', () => finish({ kind: 'failed', error: 'the server ended the connection', code: 'ended' }));
     socket.once('secureConnect', () => {
       if (o.rawHead !== undefined) socket.write(o.rawHead);
       else if (o.connect !== undefined) socket.write(`CONNECT ${o.connect} HTTP/1.1\r\nHost: ${o.connect}\r\n\r\n`);

@@ -41,8 +41,14 @@ function guard<S extends Http2Session>(session: S, socket: TLSSocket, options: T
   if (options.keepaliveTimeoutMs !== undefined) opts.timeoutMs = options.keepaliveTimeoutMs;
   const keepalive = startKeepalive(session, opts);
   // The socket and the session live and die together; no descriptor outlives its session (CN-06).
+  // A FIN from the peer ends the tunnel too: a half-open socket (allowHalfOpen servers) would
+  // otherwise keep a dead tunnel in the pool until the keepalive noticed.
   session.once('close', () => {
     if (!socket.destroyed) socket.destroy();
+  });
+  socket.once('end', () => {
+    if (!session.destroyed) session.destroy();
+    socket.destroy();
   });
   return { session, keepalive };
 }
