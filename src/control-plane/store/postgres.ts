@@ -52,6 +52,12 @@ export async function openPostgresBackend(options: PostgresBackendOptions): Prom
   const pool = new pg.Pool({ connectionString: url, max: options.maxConnections ?? 10, types: typeParsers, application_name: 'causeway-store' });
   // An idle client whose server connection drops emits 'error' on the pool; unhandled, it would end the process.
   pool.on('error', (err) => logger.warn({ err }, 'a pooled PostgreSQL connection failed; it will be replaced'));
+  // A checked-out client has no pool listener: when its server connection dies (a restart, a
+  // terminated backend), pg emits 'error' on the client itself, which would otherwise end the process.
+  // The query in flight fails on its own, and the pool drops the client when it comes back.
+  pool.on('connect', (client) => {
+    client.on('error', (err) => logger.warn({ err }, 'a PostgreSQL connection in use failed; its transaction is rolled back'));
+  });
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   try {
     await sql`select 1`.execute(db);

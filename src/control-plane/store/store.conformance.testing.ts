@@ -719,6 +719,7 @@ export function runStoreConformance(name: string, openStore: OpenStore, cleanup:
       assert.equal(back.user, stored);
       assert.equal(back.time, event.time, 'the event keeps the time as shipped');
       assert.equal((await store.queryAccessEvents({ service, user: stored })).events.length, 1);
+      assert.equal((await store.queryAccessEvents({ service, user: nasty })).events.length, 1, 'a filter is read the way the value was stored');
       assert.equal((await store.queryAccessEvents({ service, since: '2027-01-15T08:00:00.000Z', until: '2027-01-15T08:00:00.001Z' })).events.length, 1, 'and is indexed by its UTC instant');
       assert.deepEqual(await store.appendAccessEvents([event]), { inserted: 0, duplicates: 1 });
     });

@@ -792,10 +792,10 @@ export class KyselyStore implements Store {
     this.#assertOpen();
     const limit = pageLimit(query.limit);
     let q = this.#db.selectFrom('access_events').select(['id', 'time', 'event']);
-    if (query.service !== undefined) q = q.where('service', '=', query.service);
-    if (query.user !== undefined) q = q.where('user', '=', query.user);
-    if (query.device !== undefined) q = q.where('device', '=', query.device);
-    if (query.decision !== undefined) q = q.where('decision', '=', query.decision);
+    if (query.service !== undefined) q = q.where('service', '=', storableString(query.service));
+    if (query.user !== undefined) q = q.where('user', '=', storableString(query.user));
+    if (query.device !== undefined) q = q.where('device', '=', storableString(query.device));
+    if (query.decision !== undefined) q = q.where('decision', '=', storableString(query.decision));
     if (query.since !== undefined) q = q.where('time', '>=', isoTime(query.since, 'since'));
     if (query.until !== undefined) q = q.where('time', '<', isoTime(query.until, 'until'));
     if (query.after !== undefined) {
@@ -812,10 +812,10 @@ export class KyselyStore implements Store {
     this.#assertOpen();
     const limit = pageLimit(query.limit);
     let q = this.#db.selectFrom('audit_events').selectAll();
-    if (query.kind !== undefined) q = q.where('kind', '=', query.kind);
-    if (query.name !== undefined) q = q.where('name', '=', query.name);
-    if (query.actor !== undefined) q = q.where('actor', '=', query.actor);
-    if (query.action !== undefined) q = q.where('action', '=', query.action);
+    if (query.kind !== undefined) q = q.where('kind', '=', storableString(query.kind));
+    if (query.name !== undefined) q = q.where('name', '=', storableString(query.name));
+    if (query.actor !== undefined) q = q.where('actor', '=', storableString(query.actor));
+    if (query.action !== undefined) q = q.where('action', '=', storableString(query.action));
     if (query.since !== undefined) q = q.where('at', '>=', isoTime(query.since, 'since'));
     if (query.until !== undefined) q = q.where('at', '<', isoTime(query.until, 'until'));
     if (query.after !== undefined) {
