@@ -52,7 +52,7 @@ export function sizesFor(quick: boolean): Sizes {
         handshakeRounds: 2, handshakeSeconds: 1.5, handshakeConcurrency: 16,
       }
     : {
-        throughputRounds: 3, throughputSeconds: 4,
+        throughputRounds: 5, throughputSeconds: 2.5,
         newConnectionRounds: 3, newConnectionsPerRound: 150,
         requestRounds: 3, requestsPerRound: 2_000,
         idleStreams: 10_000,

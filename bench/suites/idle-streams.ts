@@ -56,7 +56,7 @@ export const idleStreamsSuite: Suite = {
         context.log(`    ${role.padEnd(13)} RSS ${(b.rssBytes / 2 ** 20).toFixed(1)} → ${(a.rssBytes / 2 ** 20).toFixed(1)} MiB: ${rssPerStream.toFixed(2)} KiB per stream${heapPerStream !== undefined ? ` (JS heap ${heapPerStream.toFixed(2)} KiB)` : ''}`);
         metrics.push({
           id: `idle-streams.${role}.rss`,
-          title: `Memory per idle stream, ${role}${processes > 1 ? ` (${processes} processes)` : ''} (RSS delta / ${count})`,
+          title: `Memory per idle stream, ${role}${processes > 1 ? `, ${processes} processes` : ''} (RSS delta / ${count.toLocaleString('en-US')})`,
           unit: 'KiB',
           values: { causeway: rssPerStream },
           ...(role === 'connector' ? { goal: { kind: 'at-most', value: 10 } as const } : {}),
@@ -74,7 +74,7 @@ export const idleStreamsSuite: Suite = {
       }
       metrics.push({
         id: 'idle-streams.open-rate',
-        title: `Opening ${count} streams (${OPENING_IN_FLIGHT} at a time)`,
+        title: `Opening ${count.toLocaleString('en-US')} idle streams (${OPENING_IN_FLIGHT} at a time)`,
         unit: 'streams/s',
         values: { causeway: count / openSeconds },
         digits: 0,
