@@ -75,4 +75,55 @@ void describe('compilePolicies', () => {
     r.spec.users.groups.push('sales');
     assert.deepEqual([...(compiled.roles.get('r')?.groups ?? [])], ['eng']);
   });
+
+  void describe('with the previous compilation', () => {
+    const eng = role('eng', { users: { groups: ['eng'] } });
+    const ops = role('ops', { users: { groups: ['ops'] } });
+    const p = policy('p', [{ roles: ['eng', 'later'], trustLevel: 'Low' }]);
+    const q = policy('q', [{ roles: ['ops'], trustLevel: 'Low' }]);
+    const svc = service('svc', { name: 'p' });
+    const first = compilePolicies({ roles: [eng, ops], policies: [p, q], services: [svc] });
+
+    void test('reuses every role and policy whose document is the same object', () => {
+      const second = compilePolicies({ roles: [eng, ops], policies: [p, q], services: [svc] }, first);
+      assert.equal(second.roles.get('eng'), first.roles.get('eng'));
+      assert.equal(second.policies.get('p'), first.policies.get('p'));
+      assert.equal(second.services.get('svc')?.policy, first.policies.get('p'));
+    });
+
+    void test('still reports the problems of a reused policy', () => {
+      const second = compilePolicies({ roles: [eng, ops], policies: [p, q], services: [svc] }, first);
+      assert.deepEqual(second.problems, first.problems);
+      assert.deepEqual(second.problems.map((x) => x.code), ['unknown-role']);
+    });
+
+    void test('recompiles a role whose document changed, and the policies that name it', () => {
+      const eng2 = role('eng', { users: { groups: ['engineering'] } });
+      const second = compilePolicies({ roles: [eng2, ops], policies: [p, q], services: [svc] }, first);
+      assert.notEqual(second.roles.get('eng'), first.roles.get('eng'));
+      assert.notEqual(second.policies.get('p'), first.policies.get('p'));
+      assert.equal(second.policies.get('q'), first.policies.get('q'));
+      assert.equal(evaluate(second, { service: 'svc', user: user({ groups: ['engineering'] }), device: device(), now: 0 }).effect, 'allow');
+      assert.equal(evaluate(second, { service: 'svc', user: user({ groups: ['eng'] }), device: device(), now: 0 }).effect, 'deny');
+    });
+
+    void test('recompiles a policy when a role it named but that did not exist appears', () => {
+      const second = compilePolicies({ roles: [eng, ops, role('later', { users: { groups: ['late'] } })], policies: [p, q], services: [svc] }, first);
+      assert.notEqual(second.policies.get('p'), first.policies.get('p'));
+      assert.deepEqual(second.problems, []);
+      assert.equal(evaluate(second, { service: 'svc', user: user({ groups: ['late'] }), device: device(), now: 0 }).effect, 'allow');
+    });
+
+    void test('recompiles a policy when a role it named disappears', () => {
+      const second = compilePolicies({ roles: [ops], policies: [p, q], services: [svc] }, first);
+      assert.notEqual(second.policies.get('p'), first.policies.get('p'));
+      assert.equal(evaluate(second, { service: 'svc', user: user({ groups: ['eng'] }), device: device(), now: 0 }).reasons[0], 'no-matching-role');
+    });
+
+    void test('recompiles a policy whose document changed', () => {
+      const p2 = policy('p', [{ roles: ['eng'], trustLevel: 'High' }]);
+      const second = compilePolicies({ roles: [eng, ops], policies: [p2, q], services: [svc] }, first);
+      assert.deepEqual(evaluate(second, { service: 'svc', user: user(), device: device({ trustLevel: 'Medium' }), now: 0 }).reasons.slice(0, 2), ['trust-too-low', 'needs:High']);
+    });
+  });
 });

@@ -309,3 +309,42 @@ void describe('matchingRoles', () => {
     assert.deepEqual(matchingRoles(MATCHING, user(), undefined), []);
   });
 });
+
+void describe('evaluate on a policy naming more roles than a bit mask holds', () => {
+  // 40 roles, one group each; only role-37 (group g37, corporate devices only) and role-38 (any user, macOS) can match.
+  const many = Array.from({ length: 40 }, (_, i) =>
+    i === 38 ? role(`role-${i}`, { devices: { platforms: ['macos'] } }) : role(`role-${i}`, { users: { groups: [`g${i}`] }, devices: i === 37 ? { ownership: ['corporate-dedicated'] } : {} }),
+  );
+  const names = many.map((r) => r.metadata.name);
+  const compiled = compilePolicies({
+    roles: many,
+    policies: [policy('big', [{ roles: names.slice(0, 30), trustLevel: 'Low' }, { roles: names.slice(30), trustLevel: 'Medium' }])],
+    services: [service('svc', { name: 'big' })],
+  });
+  const decide = (u: UserState, d: DeviceState): PolicyDecision => evaluate(compiled, { service: 'svc', user: u, device: d, now: 0 });
+
+  void test('compiles without masks and still finds a role past the 31st', () => {
+    assert.equal(compiled.policies.get('big')?.slotsByGroup, undefined);
+    assert.deepEqual(decide(user({ groups: ['g37'] }), device({ platform: 'linux' })), { effect: 'allow', reasons: ['policy-allow'], matchedRoles: ['role-37'], rule: 1, policy: 'big', mode: 'enforcing' });
+  });
+  void test('applies the device requirements of a role past the 31st', () => {
+    assert.deepEqual(decide(user({ groups: ['g37'] }), device({ platform: 'linux', ownership: 'employee-owned' })).reasons, ['no-matching-role']);
+  });
+  void test('lists every matching role and reports trust as for a small policy', () => {
+    const d = decide(user({ groups: ['g3', 'g37'] }), device({ trustLevel: 'Low' }));
+    assert.deepEqual([d.effect, d.matchedRoles, d.rule], ['allow', ['role-3'], 0]);
+    const low = decide(user({ groups: ['g37'] }), device({ trustLevel: 'Low' }));
+    assert.deepEqual([low.effect, low.reasons, low.matchedRoles], ['deny', ['trust-too-low', 'needs:Medium', 'has:Low'], ['role-37', 'role-38']]);
+  });
+});
+
+void describe('evaluate on a policy at the bit mask’s limit', () => {
+  // 31 roles: slot 30 is the highest bit a mask uses.
+  const many = Array.from({ length: 31 }, (_, i) => role(`role-${i}`, { users: { groups: [`g${i}`] } }));
+  const compiled = compilePolicies({ roles: many, policies: [policy('edge', [{ roles: many.map((r) => r.metadata.name), trustLevel: 'Low' }])], services: [service('svc', { name: 'edge' })] });
+  void test('uses masks and matches the role in the last slot', () => {
+    assert.notEqual(compiled.policies.get('edge')?.slotsByGroup, undefined);
+    assert.deepEqual(evaluate(compiled, { service: 'svc', user: user({ groups: ['g30'] }), device: device(), now: 0 }).matchedRoles, ['role-30']);
+    assert.deepEqual(evaluate(compiled, { service: 'svc', user: user({ groups: ['g0', 'g30'] }), device: device(), now: 0 }).matchedRoles, ['role-0', 'role-30']);
+  });
+});

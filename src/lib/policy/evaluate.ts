@@ -32,7 +32,7 @@
  * Pomerium and Teleport read them too); emails and device serial numbers compare case-insensitively.
  */
 import { OWNERSHIP_BIT, PLATFORM_BIT, normalSerial, trustRank } from './compile.ts';
-import type { CompiledPolicies, CompiledPolicy, CompiledRole, CompiledRule } from './compile.ts';
+import type { CompiledPolicies, CompiledPolicy, CompiledRole } from './compile.ts';
 import type { DeviceState, PolicyDecision, PolicyMode, UserState } from './types.ts';
 import type { ServiceSpec } from '../spec/index.ts';
 
@@ -50,8 +50,6 @@ export interface EvaluateInput {
 /** At most this many `trust:<factor>` details, each at most MAX_DETAIL characters: reasons end up in logs. */
 const MAX_TRUST_DETAILS = 16;
 const MAX_DETAIL = 64;
-/** Above this many groups, a user's groups go into a set once instead of being scanned per role. */
-const GROUP_SET_THRESHOLD = 16;
 const LEVEL_BY_RANK = ['', 'Low', 'Medium', 'High'] as const;
 
 /** Never throws, whatever the shape of the user and device state. */
@@ -82,21 +80,28 @@ export function evaluate(compiled: CompiledPolicies, input: EvaluateInput): Poli
   const u = userView(user as UserState);
   const d = deviceView(device as DeviceState);
 
-  // 3. The policy's rules.
+  // 3. The policy's rules. Which of its roles match, once: a bit mask over its slots, or (for a
+  // policy naming more roles than a mask holds) one flag per slot.
   const now = input.now;
+  let mask = 0;
+  let flags: boolean[] | undefined;
+  if (policy.slotsByGroup !== undefined) mask = matchingSlots(policy, u, d);
+  else flags = policy.slots.map((role) => roleMatches(role, u, d));
   let matchedAnywhere: string[] | undefined;
   let trustOnlyNeed = Infinity;
   let bothNeed = Infinity;
   let scheduleOnly = false;
   for (const rule of policy.rules) {
     let matched: string[] | undefined;
-    for (const role of rule.roles) {
-      if (roleMatches(role, u, d)) (matched ??= []).push(role.name);
+    const slots = rule.slots;
+    for (let j = 0; j < slots.length; j++) {
+      const slot = slots[j];
+      if (flags === undefined ? ((mask >>> slot) & 1) === 1 : flags[slot] === true) (matched ??= []).push((rule.roles[j]).name);
     }
     if (matched === undefined) continue;
     const trustOk = d.rank >= rule.minRank;
     // start ≤ now < end; a NaN `now` is outside every schedule, but unscheduled rules never look at it.
-    const inSchedule = !isScheduled(rule) || (rule.start <= now && now < rule.end);
+    const inSchedule = !rule.scheduled || (rule.start <= now && now < rule.end);
     if (trustOk && inSchedule) {
       return { effect: 'allow', reasons: ['policy-allow'], matchedRoles: matched, rule: rule.index, policy: policy.name, mode };
     }
@@ -161,7 +166,6 @@ interface UserView {
   /** Lower-case. */
   email: string | undefined;
   groups: readonly unknown[];
-  groupSet: ReadonlySet<unknown> | undefined;
 }
 
 interface DeviceView {
@@ -177,11 +181,9 @@ interface DeviceView {
 }
 
 function userView(user: UserState): UserView {
-  const groups: readonly unknown[] = Array.isArray(user.groups) ? user.groups : [];
   return {
     email: typeof user.email === 'string' && user.email !== '' ? user.email.toLowerCase() : undefined,
-    groups,
-    groupSet: groups.length > GROUP_SET_THRESHOLD ? new Set(groups) : undefined,
+    groups: Array.isArray(user.groups) ? user.groups : [],
   };
 }
 
@@ -205,12 +207,7 @@ function roleMatches(role: CompiledRole, u: UserView, d: DeviceView): boolean {
 function userMatches(role: CompiledRole, u: UserView): boolean {
   if (role.anyUser) return true;
   if (u.email !== undefined && role.emails.has(u.email)) return true;
-  const list = role.groupList;
-  if (list.length === 0) return false;
-  if (u.groupSet !== undefined) {
-    for (let i = 0; i < list.length; i++) if (u.groupSet.has(list[i])) return true;
-    return false;
-  }
+  if (role.groups.size === 0) return false;
   const groups = u.groups;
   for (let i = 0; i < groups.length; i++) {
     const group = groups[i];
@@ -229,22 +226,42 @@ function deviceMatches(role: CompiledRole, d: DeviceView): boolean {
   );
 }
 
+/**
+ * The policy's slots whose role matches: the user side from the policy's group and email masks
+ * (each of the user's groups looked up once), then the device side for those slots only.
+ */
+function matchingSlots(policy: CompiledPolicy, u: UserView, d: DeviceView): number {
+  let users = policy.anyUserSlots;
+  const byEmail = policy.slotsByEmail;
+  if (u.email !== undefined && byEmail !== undefined && byEmail.size > 0) users |= byEmail.get(u.email) ?? 0;
+  const byGroup = policy.slotsByGroup;
+  if (byGroup !== undefined && byGroup.size > 0) {
+    const groups = u.groups;
+    for (let i = 0; i < groups.length; i++) {
+      const group = groups[i];
+      if (typeof group === 'string') users |= byGroup.get(group) ?? 0;
+    }
+  }
+  let ok = 0;
+  for (let slot = 0; users !== 0; slot++, users >>>= 1) {
+    if ((users & 1) !== 0 && deviceMatches(policy.slots[slot], d)) ok |= 1 << slot;
+  }
+  return ok;
+}
+
 /** Identity-level denials, all of them; undefined when there are none. */
 function principalProblems(user: unknown, device: unknown): string[] | undefined {
-  let reasons: string[] | undefined;
-  const add = (...r: string[]): void => {
-    (reasons ??= []).push(...r);
-  };
-  if (!isObject(user)) add('unknown-user');
-  else if (user.disabled !== false) add('user-disabled');
+  const reasons: string[] = [];
+  if (!isObject(user)) reasons.push('unknown-user');
+  else if (user.disabled !== false) reasons.push('user-disabled');
   if (!isObject(device)) {
-    add('unknown-device');
+    reasons.push('unknown-device');
   } else {
-    if (device.banned !== false) add('device-revoked');
-    if (device.trustLevel === 'AlwaysDeny') add('trust-always-deny', ...trustDetails(device.trustReasons));
-    else if (trustRank(device.trustLevel) === undefined) add('trust-unknown');
+    if (device.banned !== false) reasons.push('device-revoked');
+    if (device.trustLevel === 'AlwaysDeny') reasons.push('trust-always-deny', ...trustDetails(device.trustReasons));
+    else if (trustRank(device.trustLevel) === undefined) reasons.push('trust-unknown');
   }
-  return reasons;
+  return reasons.length === 0 ? undefined : reasons;
 }
 
 /** `trust:<factor>` for each readable factor, bounded in number and length. */
@@ -256,10 +273,6 @@ function trustDetails(factors: unknown): string[] {
     if (typeof factor === 'string' && factor !== '') details.push(`trust:${factor.slice(0, MAX_DETAIL)}`);
   }
   return details;
-}
-
-function isScheduled(rule: CompiledRule): boolean {
-  return rule.start !== -Infinity || rule.end !== Infinity;
 }
 
 function attachmentOf(service: unknown): { name: string; mode: string } | undefined {

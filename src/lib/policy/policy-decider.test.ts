@@ -174,6 +174,13 @@ void describe('createPolicyDecider', () => {
     assert.equal(decider.decide(input(changed)).mode, 'permissive');
   });
 
+  void test('reuses the compilation for a snapshot whose role, policy and service lists are the same objects', () => {
+    const decider = createPolicyDecider({ directory: () => liveDirectory().directory, clock });
+    const first = snapshot('enforcing');
+    const principalsChanged: ConfigSnapshot = { ...first, version: 'other' };
+    assert.equal(decider.prepare(principalsChanged), decider.prepare(first));
+  });
+
   void test('answers decision-failed instead of throwing when the directory throws, and reports the error', () => {
     const errors: unknown[] = [];
     const decider = createPolicyDecider({

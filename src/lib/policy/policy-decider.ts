@@ -12,10 +12,12 @@
  *    plane existed, so file-configured access tiers keep working.
  * 4. Otherwise `evaluate` with the user and device the certificate names, looked up live.
  *
- * Compiling 10,000 roles and policies takes milliseconds, so it is done once per snapshot (cached
- * by the snapshot object, and reused for a new snapshot object with the same `version`), never per
- * connection. `prepare(snapshot)` does it ahead of the first connection; the access tier can call it
- * when it swaps in a new snapshot.
+ * Compiling 10,000 roles and policies takes about 0.1 s, so it is done once per snapshot, never per
+ * connection: cached by the snapshot object; reused whole for a new snapshot with the same
+ * `version` or the same role, policy and service lists (a stream that changes only principal state
+ * can keep them); otherwise recompiled from the previous compilation, which reuses every role and
+ * policy whose document object did not change. `prepare(snapshot)` does it ahead of the first
+ * connection; the access tier can call it when it swaps in a new snapshot.
  */
 import type { ConfigSnapshot } from '../config/index.ts';
 import { systemClock } from '../clock.ts';
@@ -55,20 +57,19 @@ export function createPolicyDecider(options: PolicyDeciderOptions): PolicyDecide
   const clock = options.clock ?? systemClock;
   const fallback = options.fallback ?? certificateDecider;
   const bySnapshot = new WeakMap<ConfigSnapshot, Prepared>();
-  let last: { version: string; compiled: CompiledPolicies; revoked: ReadonlySet<string> } | undefined;
+  let last: { snapshot: ConfigSnapshot; compiled: CompiledPolicies; revoked: ReadonlySet<string> } | undefined;
 
   const prepared = (snapshot: ConfigSnapshot): Prepared => {
     const cached = bySnapshot.get(snapshot);
     if (cached !== undefined) return cached;
-    let compiled: CompiledPolicies;
-    let revoked: ReadonlySet<string>;
-    if (last !== undefined && last.version === snapshot.version) {
-      ({ compiled, revoked } = last);
-    } else {
-      compiled = compilePolicies({ roles: snapshot.roles, policies: snapshot.policies, services: snapshot.services });
-      revoked = new Set(snapshot.revokedSerials.map((s) => s.toLowerCase()));
-      last = { version: snapshot.version, compiled, revoked };
-    }
+    const before = last?.snapshot;
+    const sameVersion = before !== undefined && before.version === snapshot.version;
+    // A config stream that changes only principal state can keep these lists; then nothing recompiles.
+    const samePolicies = sameVersion || (before !== undefined && before.roles === snapshot.roles && before.policies === snapshot.policies && before.services === snapshot.services);
+    const sameRevoked = sameVersion || (before !== undefined && before.revokedSerials === snapshot.revokedSerials);
+    const compiled = samePolicies && last !== undefined ? last.compiled : compilePolicies(snapshot, last?.compiled);
+    const revoked = sameRevoked && last !== undefined ? last.revoked : new Set(snapshot.revokedSerials.map((s) => s.toLowerCase()));
+    last = { snapshot, compiled, revoked };
     const entry: Prepared = { compiled, revoked, directory: options.directory(snapshot) };
     bySnapshot.set(snapshot, entry);
     return entry;

@@ -157,6 +157,26 @@ void test('adding a role to a rule, or a rule to the policy, never turns an allo
   assert.ok(allowsSeen >= 50, `only ${allowsSeen} of 1000 runs started from an allow; the generators need more allows`);
 });
 
+void test('a policy too large for bit masks decides exactly as the same policy evaluated with them', () => {
+  // 32 roles nobody matches, in one more rule, push the policy past MAX_MASK_SLOTS without changing any decision.
+  const padding = Array.from({ length: 32 }, (_, i) => role(`pad-${i}`, { users: { groups: ['nobody-is-in-this-group'] } }));
+  fc.assert(
+    fc.property(config, wellFormedUser, wellFormedDevice, now, (c, u, d, t) => {
+      const small = compile(c);
+      const large = compilePolicies({
+        roles: [...c.roles.map((spec, i) => role(ROLE_NAMES[i], spec)), ...padding],
+        policies: [policy('p', [...c.rules, { roles: padding.map((r) => r.metadata.name), trustLevel: 'Low' }])],
+        services: [service('svc', { name: 'p', mode: c.mode })],
+      });
+      assert.notEqual(small.policies.get('p')?.slotsByGroup, undefined);
+      assert.equal(large.policies.get('p')?.slotsByGroup, undefined);
+      const input = { service: 'svc', user: u, device: d, now: t };
+      assert.deepEqual(evaluate(large, input), evaluate(small, input));
+    }),
+    { numRuns: 300 },
+  );
+});
+
 void test('matchingRoles agrees with matchRole for every role', () => {
   fc.assert(
     fc.property(config, wellFormedUser, wellFormedDevice, (c, u, d) => {
