@@ -15,14 +15,15 @@
  * 4. The mode. Enforcing denies; permissive turns step 3's denial into `would-deny`, which callers
  *    let through and record.
  *
- * Why permissive stops at step 3 (the choice Banyan and Pomerium users expect): permissive mode
- * exists to roll out or tighten a policy and see whom it would lock out before it does. It relaxes
- * the policy's verdict (roles, trust level, schedule), never a decision someone made about an
- * identity. An admin who disables a user or bans a device, or a trust profile whose unmet factor says
- * AlwaysDeny, means "nowhere, now"; a missing piece of state is unknown, not permitted. So those deny
- * even when the service's policy is permissive (THREATS AT-08 is answered that way: a revoked device
- * is denied in both modes; see the tests). Revoked certificates never get this far: the access tier
- * refuses them, and the policy decider checks the serial again.
+ * Why permissive stops at step 3: permissive mode exists to roll out or tighten a policy and see
+ * whom it would lock out before it does. It relaxes the policy's verdict (roles, trust level,
+ * schedule), never a decision someone made about an identity. An admin who disables a user or bans
+ * a device, or a trust profile whose unmet factor says AlwaysDeny, means "nowhere, now", and a
+ * switch meant for rollouts must not undo an incident response; a missing piece of state is
+ * unknown, not permitted. So those deny even when the service's policy is permissive. This is
+ * stricter than THREATS AT-08 as written ("allowed with would-deny when permissive") on purpose;
+ * the tests pin it. Revoked certificates never get this far: the access tier refuses them, and the
+ * policy decider checks the serial again.
  *
  * Missing or malformed attributes never satisfy a requirement (THREATS DT-07): a role asking for
  * corporate ownership does not match a device whose ownership is unknown, `known` and `mdmPresent`
@@ -96,7 +97,7 @@ export function evaluate(compiled: CompiledPolicies, input: EvaluateInput): Poli
     const slots = rule.slots;
     for (let j = 0; j < slots.length; j++) {
       const slot = slots[j];
-      if (flags === undefined ? ((mask >>> slot) & 1) === 1 : flags[slot] === true) (matched ??= []).push((rule.roles[j]).name);
+      if (flags === undefined ? ((mask >>> slot) & 1) === 1 : flags[slot] === true) (matched ??= []).push(rule.roles[j].name);
     }
     if (matched === undefined) continue;
     const trustOk = d.rank >= rule.minRank;
