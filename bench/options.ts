@@ -17,7 +17,7 @@ export const USAGE = `usage: npm run bench [-- [--quick] [--only SUITE[,SUITE…
   --keep         keep the work directory (configs, certificates, every child's log) after the run
   --help         this text
 
-Suites: throughput, new-connection, request-latency, idle-streams, handshake-rate.
+Suites: throughput, new-connection, request-latency, idle-streams, handshake-rate, policy-decision.
 Results: bench/results/<timestamp>.json and bench/results/latest.md (see bench/README.md).`;
 
 export class UsageError extends Error {
@@ -50,6 +50,7 @@ export function sizesFor(quick: boolean): Sizes {
         requestRounds: 2, requestsPerRound: 500,
         idleStreams: 2_000,
         handshakeRounds: 2, handshakeSeconds: 1.5, handshakeConcurrency: 16,
+        policyDecisions: 40_000,
       }
     : {
         throughputRounds: 5, throughputSeconds: 2.5,
@@ -57,5 +58,6 @@ export function sizesFor(quick: boolean): Sizes {
         requestRounds: 3, requestsPerRound: 2_000,
         idleStreams: 10_000,
         handshakeRounds: 3, handshakeSeconds: 3, handshakeConcurrency: 16,
+        policyDecisions: 200_000,
       };
 }

@@ -18,6 +18,7 @@ import { ProcessGroup } from './processes.ts';
 import { evaluate, json, markdown } from './report.ts';
 import type { RunInfo } from './report.ts';
 import { SUITES } from './suites/index.ts';
+import { SuiteSkipped } from './suites/suite.ts';
 import type { Column, Metric, Need, Suite, SuiteContext } from './suites/suite.ts';
 import { ensureProgram } from './system-packages.ts';
 import { TargetUnavailable, startCausewayTarget } from './targets/causeway.ts';
@@ -62,6 +63,7 @@ const group = new ProcessGroup();
 const sizes = sizesFor(options.quick);
 const unavailable = new Map<Column, string>();
 const failures: string[] = [];
+const skippedSuites = new Map<string, string>();
 let interrupted = false;
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
@@ -138,6 +140,11 @@ try {
     try {
       metrics.push(...(await suite.run(context)));
     } catch (err) {
+      if (err instanceof SuiteSkipped) {
+        skippedSuites.set(suite.name, err.message);
+        log(`  skipped: ${err.message}`);
+        continue;
+      }
       const message = `${suite.name}: ${err instanceof Error ? err.message : String(err)}`;
       failures.push(message);
       log(`  FAILED: ${message}`);
@@ -160,7 +167,7 @@ try {
       sizes,
     },
     targets: descriptions,
-    unavailable: Object.fromEntries(unavailable),
+    unavailable: { ...Object.fromEntries(unavailable), ...Object.fromEntries(skippedSuites) },
     failures,
   };
   mkdirSync(RESULTS_DIR, { recursive: true });

@@ -1,17 +1,15 @@
 import { handshakeRateSuite } from './handshake-rate.ts';
 import { idleStreamsSuite } from './idle-streams.ts';
 import { newConnectionSuite } from './new-connection.ts';
+import { policyDecisionSuite } from './policy-decision.ts';
 import { requestLatencySuite } from './request-latency.ts';
 import type { Suite } from './suite.ts';
 import { throughputSuite } from './throughput.ts';
 
 /**
- * Every suite, in the order they run. A new figure from DESIGN.md §7 is a new entry here.
- *
- * Still to come: the policy-decision micro-benchmark (≤ 20 µs at p99 with 10,000 roles and
- * policies) lands with src/lib/policy. It will be a suite with `needs: []` that builds the 10,000
- * roles and policies in memory, times decisions in this process and returns one metric with an
- * `at-most` goal of 20 µs; no target or child process is involved.
+ * Every suite, in the order they run. A new figure from DESIGN.md §7 is a new entry here: a suite
+ * says what it needs started (`needs`) and returns metrics; suites with `needs: []` (the policy
+ * decision) measure in this process and involve no target.
  */
 export const SUITES: readonly Suite[] = [
   throughputSuite,
@@ -19,4 +17,5 @@ export const SUITES: readonly Suite[] = [
   requestLatencySuite,
   idleStreamsSuite,
   handshakeRateSuite,
+  policyDecisionSuite,
 ];

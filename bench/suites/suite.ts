@@ -52,6 +52,8 @@ export interface Sizes {
   handshakeRounds: number;
   handshakeSeconds: number;
   handshakeConcurrency: number;
+  /** Timed policy decisions (a quarter as many warm-up ones first). */
+  policyDecisions: number;
 }
 
 export interface SuiteContext {
@@ -65,6 +67,11 @@ export interface SuiteContext {
   readonly group: ProcessGroup;
   readonly dir: string;
   log(line: string): void;
+}
+
+/** Thrown by a suite that cannot run in this tree (a part it measures is missing): reported, not a failure. */
+export class SuiteSkipped extends Error {
+  override readonly name = 'SuiteSkipped';
 }
 
 /** What a suite needs started before it runs. */
