@@ -5,6 +5,7 @@
  * test) is a ConfigSource.
  */
 import { createHash } from 'node:crypto';
+import type { DeviceState, UserState } from '../policy/types.ts';
 import type { AccessTierSpec, ConnectorSpec, PolicySpec, RoleSpec, ServiceSpec, SpecObject } from '../spec/index.ts';
 
 export interface ConfigSnapshot {
@@ -17,6 +18,18 @@ export interface ConfigSnapshot {
   roles: RoleSpec[];
   /** Serial numbers (lower-case hex) of revoked certificates. */
   revokedSerials: string[];
+  /**
+   * The control plane's change-feed revision this snapshot reflects (config stream only; a file or
+   * a test has none).
+   */
+  revision?: number;
+  /**
+   * Principal state for decisions, streamed by the control plane to access tiers (never to
+   * connectors). Undefined when the source carries none (a spec file): deciders then fall back to
+   * checking the certificate alone. See `principalDirectory` in remote-source.ts.
+   */
+  users?: UserState[];
+  devices?: DeviceState[];
 }
 
 export interface ConfigSource {
