@@ -5,7 +5,7 @@
  *
  * Register `after(() => cp.close())` (or t.after) right after starting one.
  */
-import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { Clock } from '../../lib/clock.ts';
 import { requestControlPlane } from '../../lib/enroll/transport.ts';
 import type { ControlPlaneResponse, PeerTlsMaterial } from '../../lib/enroll/transport.ts';
