@@ -1,0 +1,246 @@
+/**
+ * `causeway server`: the control plane. An entry point: it reads flags, the environment and files,
+ * and wires the real dependencies into createControlPlane.
+ *
+ * Data directory (`--data-dir`, default ./causeway-data, mode 0700):
+ *   causeway.db     the SQLite database, unless --database names another (postgres://… for replicas)
+ *   ca-passphrase   the CA key passphrase, generated on first start when neither
+ *                   --ca-passphrase-file nor CAUSEWAY_CA_PASSPHRASE gives one (0600)
+ *   ca.crt          the CA certificate (public), rewritten on every start, for the CLI's --ca-file
+ *   admin-token     the first admin API token, written once when the installation is created (0600)
+ *
+ * The CA itself (encrypted key and certificate) lives in the database, so replicas share it.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
+import { InvalidArgumentError } from 'commander';
+import type { Command } from 'commander';
+import type { FastifyPluginAsync } from 'fastify';
+import { UserError, errorCode } from '../lib/errors.ts';
+import type { Closable } from '../lib/lifecycle.ts';
+import { closeOnSignals } from '../lib/lifecycle.ts';
+import { createLogger } from '../lib/log.ts';
+import type { Logger } from '../lib/log.ts';
+import { caPin, loadOrCreateCa, storedCaExists } from './ca-store.ts';
+import { createControlPlane, issueServingCertificate } from './server.ts';
+import type { ControlPlane, ControlPlanePluginOptions, Listener } from './server.ts';
+import { openStore, redactUrl } from './store/index.ts';
+import type { Store } from './store/index.ts';
+import { configStreamPlugin } from './stream/index.ts';
+
+export const PASSPHRASE_ENV = 'CAUSEWAY_CA_PASSPHRASE';
+export const DEFAULT_DATA_DIR = './causeway-data';
+export const DEFAULT_LISTEN = '0.0.0.0:8440';
+export const DEFAULT_METRICS_LISTEN = '127.0.0.1:9090';
+
+const DAY = 86_400_000;
+/** The serving certificate lives 30 days and is renewed in place when fewer than 10 remain. */
+const SERVING_CERT_LIFETIME_MS = 30 * DAY;
+const SERVING_CERT_RENEW_BEFORE_MS = 10 * DAY;
+const SERVING_CERT_CHECK_MS = 6 * 3_600_000;
+
+/** The routes parts call with their certificates, from the modules that own them. */
+const PEER_PLUGINS: Array<FastifyPluginAsync<ControlPlanePluginOptions>> = [configStreamPlugin];
+
+export interface ServerFlags {
+  dataDir: string;
+  database?: string;
+  listen: string;
+  publicUrl?: string;
+  metricsListen: string;
+  caPassphraseFile?: string;
+  insecureHttp?: boolean;
+  logLevel: string;
+}
+
+export interface ServerCommandIo {
+  env: NodeJS.ProcessEnv;
+  /** Human lines (where things are, what to run next). */
+  print: (line: string) => void;
+  /** Where the JSON logs go. Default stderr. */
+  logDestination?: NodeJS.WritableStream;
+  /** Called once everything listens; the default closes it on SIGTERM/SIGINT. */
+  onStarted: (server: RunningServer, logger: Logger) => void;
+}
+
+const defaultIo: ServerCommandIo = {
+  env: process.env,
+  print: (line) => process.stdout.write(`${line}\n`),
+  onStarted: (server, logger) => closeOnSignals([server], logger),
+};
+
+export interface RunningServer extends Closable {
+  controlPlane: ControlPlane;
+  store: Store;
+  listener: Listener;
+  metricsListener: Listener | undefined;
+  dataDir: string;
+  publicUrl: string;
+  /** True when this start created the installation (CA and first admin token). */
+  created: boolean;
+}
+
+export function registerServerCommand(program: Command, io: Partial<ServerCommandIo> = {}): Command {
+  const deps: ServerCommandIo = { ...defaultIo, ...io };
+  return program
+    .command('server')
+    .description('Run the control plane (Command Center API, CA, config stream)')
+    .option('--data-dir <dir>', 'where the database, CA certificate and first admin token live', DEFAULT_DATA_DIR)
+    .option('--database <url>', 'sqlite:PATH or postgres://user@host:5432/db (default: sqlite in the data directory)')
+    .option('--listen <host:port>', 'the public API listener', DEFAULT_LISTEN)
+    .option('--public-url <url>', 'where parts and people reach this server, e.g. https://cp.example.com:8440 (default: this host\'s name and the listen port)')
+    .option('--metrics-listen <host:port|off>', 'the /metrics and detailed health listener (keep it private)', DEFAULT_METRICS_LISTEN)
+    .option('--ca-passphrase-file <file>', `file holding the CA key passphrase (else ${PASSPHRASE_ENV}, else DATA/ca-passphrase, generated on first start)`)
+    .option('--insecure-http', 'serve plain HTTP instead of HTTPS (development only: tokens cross the network in the clear)')
+    .option('--log-level <level>', 'log level for the JSON logs on stderr (debug, info, warn, error)', 'info')
+    .action(async (flags: ServerFlags) => {
+      const logger = createLogger({ name: 'causeway-server', level: flags.logLevel, destination: deps.logDestination ?? process.stderr });
+      const server = await startServer(flags, deps, logger);
+      deps.onStarted(server, logger);
+    });
+}
+
+/** Starts everything `causeway server` runs; exported for tests and embedding. */
+export async function startServer(flags: ServerFlags, io: Pick<ServerCommandIo, 'env' | 'print'>, logger: Logger): Promise<RunningServer> {
+  const dataDir = resolve(flags.dataDir);
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const listen = parseHostPort(flags.listen, '--listen');
+  const metricsListen = flags.metricsListen === 'off' ? undefined : parseHostPort(flags.metricsListen, '--metrics-listen');
+  const insecure = flags.insecureHttp === true;
+  const publicUrl = flags.publicUrl ?? `${insecure ? 'http' : 'https'}://${hostname()}:${listen.port}`;
+  if (!insecure && publicUrl.startsWith('http:')) throw new UserError('PUBLIC_URL_INVALID', '--public-url is http:// but the server serves HTTPS: use https://, or add --insecure-http for development');
+
+  const databaseUrl = flags.database ?? `sqlite:${join(dataDir, 'causeway.db')}`;
+  const store = await openStore({ url: databaseUrl, logger });
+  const cleanup: Closable[] = [store];
+  try {
+    logger.info({ database: redactUrl(databaseUrl) }, 'store open');
+    const passphrase = await resolvePassphrase(flags, io, store, dataDir, logger);
+    const { ca, created } = await loadOrCreateCa(store, { passphrase });
+    const caPath = join(dataDir, 'ca.crt');
+    await writeReplacing(caPath, ca.certPem, 0o644);
+    if (created) {
+      logger.info({ caPin: caPin(ca.certPem) }, 'created the installation\'s CA (its key is encrypted in the database)');
+      const { token, record } = await store.createApiToken({ name: 'first-admin', scope: 'admin' }, { actor: 'system' });
+      const tokenPath = join(dataDir, 'admin-token');
+      await writeReplacing(tokenPath, `${token}\n`, 0o600);
+      logger.info({ path: tokenPath, tokenId: record.id }, 'created the first admin API token; it is in this file (mode 0600)');
+    }
+
+    const controlPlane = await createControlPlane({ store, ca, publicUrl, logger, plugins: PEER_PLUGINS, processMetrics: true });
+    cleanup.push(controlPlane);
+    let listener: Listener;
+    let renewal: NodeJS.Timeout | undefined;
+    if (insecure) {
+      listener = await controlPlane.listen({ host: listen.host, port: listen.port, insecureHttp: true });
+    } else {
+      const issue = () => issueServingCertificate(ca, { publicUrl, listenHost: listen.host, extraNames: [hostname()], lifetimeMs: SERVING_CERT_LIFETIME_MS });
+      let serving = await issue();
+      listener = await controlPlane.listen({ host: listen.host, port: listen.port, tls: serving });
+      const bound = listener;
+      renewal = setInterval(() => {
+        if (serving.notAfter.getTime() - Date.now() > SERVING_CERT_RENEW_BEFORE_MS) return;
+        issue().then((next) => {
+          serving = next;
+          bound.setCertificate(next);
+          logger.info({ notAfter: next.notAfter.toISOString() }, 'renewed the serving certificate');
+        }, (err: unknown) => logger.error({ err }, 'renewing the serving certificate failed; will retry'));
+      }, SERVING_CERT_CHECK_MS);
+      renewal.unref();
+    }
+    const metricsListener = metricsListen === undefined ? undefined : await controlPlane.listenMetrics(metricsListen);
+
+    const tokenPath = join(dataDir, 'admin-token');
+    io.print(`Causeway control plane: ${publicUrl} (listening on ${listener.url})`);
+    if (metricsListener !== undefined) io.print(`Metrics and health: ${metricsListener.url}/metrics`);
+    io.print(`CA certificate: ${caPath} (pin ${caPin(ca.certPem)})`);
+    if (created) io.print(`First admin API token: written to ${tokenPath} (mode 0600). Keep it secret; create others with \`causeway token create\`.`);
+    io.print(`Try: CAUSEWAY_SERVER=${publicUrl} CAUSEWAY_TOKEN=$(cat ${tokenPath}) CAUSEWAY_CA_FILE=${caPath} causeway get services`);
+
+    let closing: Promise<void> | undefined;
+    return {
+      controlPlane,
+      store,
+      listener,
+      metricsListener,
+      dataDir,
+      publicUrl,
+      created,
+      close() {
+        closing ??= (async () => {
+          clearInterval(renewal);
+          await controlPlane.close();
+          await store.close();
+        })();
+        return closing;
+      },
+    };
+  } catch (err) {
+    for (const part of cleanup.reverse()) await part.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** --ca-passphrase-file, else CAUSEWAY_CA_PASSPHRASE, else DATA/ca-passphrase, else (first start only) a new one there. */
+async function resolvePassphrase(flags: ServerFlags, io: Pick<ServerCommandIo, 'env' | 'print'>, store: Store, dataDir: string, logger: Logger): Promise<string> {
+  if (flags.caPassphraseFile !== undefined) return readPassphrase(flags.caPassphraseFile);
+  const fromEnv = io.env[PASSPHRASE_ENV];
+  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
+  const path = join(dataDir, 'ca-passphrase');
+  if (await exists(path)) return readPassphrase(path);
+  if (await storedCaExists(store)) {
+    throw new UserError('CA_PASSPHRASE_MISSING', `The database already holds a CA, created by another server: give this one the same passphrase with --ca-passphrase-file or ${PASSPHRASE_ENV}.`);
+  }
+  const passphrase = randomBytes(32).toString('base64url');
+  await writeFile(path, `${passphrase}\n`, { flag: 'wx', mode: 0o600 });
+  await chmod(path, 0o600);
+  logger.info({ path }, 'generated the CA key passphrase into this file (mode 0600); keep it apart from database backups, and give the same one to every replica');
+  io.print(`CA key passphrase: generated into ${path} (mode 0600). Back it up apart from the database.`);
+  return passphrase;
+}
+
+async function readPassphrase(path: string): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new UserError('CA_PASSPHRASE_FILE', `Cannot read the CA passphrase file ${path}: ${errorCode(err) ?? 'error'}. Check the path and its permissions.`, { cause: err });
+  }
+  const passphrase = text.replace(/\r?\n$/, '');
+  if (passphrase === '') throw new UserError('CA_PASSPHRASE_EMPTY', `The CA passphrase file ${path} is empty.`);
+  return passphrase;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+/** Replaces a file atomically with the given mode from the start. */
+async function writeReplacing(path: string, data: string, mode: number): Promise<void> {
+  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
+  try {
+    await writeFile(tmp, data, { flag: 'wx', mode });
+    await chmod(tmp, mode);
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+/** `HOST:PORT`, `[::1]:PORT` or `:PORT` (all addresses). */
+export function parseHostPort(text: string, flag: string): { host: string; port: number } {
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]*)):([0-9]{1,5})$/.exec(text);
+  const port = match === null ? NaN : Number(match[3]);
+  if (match === null || port > 65535) throw new InvalidArgumentError(`${flag} must be HOST:PORT, such as 0.0.0.0:8440 or [::1]:8440`);
+  const host = match[1] ?? match[2];
+  return { host: host === '' ? '0.0.0.0' : host, port };
+}
