@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { CausewayError, UserError, errorMessage } from './lib/errors.ts';
 import { registerProxyCommand } from './client/command.ts';
+import { registerServerCommand } from './control-plane/command.ts';
 import { registerCaCommands } from './pki-command.ts';
 import { registerQuickstartCommand } from './quickstart.ts';
 
@@ -18,6 +19,7 @@ const program = new Command('causeway')
 registerCaCommands(program);
 registerQuickstartCommand(program);
 registerProxyCommand(program);
+registerServerCommand(program);
 
 try {
   await program.parseAsync(process.argv);
