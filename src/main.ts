@@ -6,6 +6,7 @@ import { Command, CommanderError } from 'commander';
 import { CausewayError, UserError, errorMessage } from './lib/errors.ts';
 import { registerProxyCommand } from './client/command.ts';
 import { registerServerCommand } from './control-plane/command.ts';
+import { registerAdminCommands } from './admin-cli/index.ts';
 import { registerCaCommands } from './pki-command.ts';
 import { registerQuickstartCommand } from './quickstart.ts';
 
@@ -20,6 +21,7 @@ registerCaCommands(program);
 registerQuickstartCommand(program);
 registerProxyCommand(program);
 registerServerCommand(program);
+registerAdminCommands(program);
 
 try {
   await program.parseAsync(process.argv);
