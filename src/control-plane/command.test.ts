@@ -9,6 +9,8 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { errorCode } from '../lib/errors.ts';
 import { createLogger } from '../lib/log.ts';
 import { parseHostPort, startServer } from './command.ts';
@@ -112,6 +114,37 @@ void describe('causeway server', () => {
   void test('an http public URL without --insecure-http is refused before anything starts', async (t) => {
     const dir = await tempDir(t);
     await assert.rejects(startServer(flags(dir, { publicUrl: 'http://cp.example.com' }), { env: {}, print: () => undefined }, logger), (err: Error) => errorCode(err) === 'PUBLIC_URL_INVALID');
+  });
+
+  void test('the executable runs the server, answers on the port it prints, and exits 0 on SIGTERM', async (t) => {
+    const dir = await tempDir(t);
+    const main = fileURLToPath(new URL('../main.ts', import.meta.url));
+    const child = spawn(process.execPath, [main, 'server', '--data-dir', dir, '--listen', '127.0.0.1:0', '--metrics-listen', 'off', '--public-url', 'https://localhost:8440', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    t.after(() => {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const port = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no start line in 30 s; stderr: ${stderr}`)), 30_000);
+      child.stdout.on('data', (c: Buffer) => {
+        stdout += c.toString();
+        const match = /listening on https:\/\/127\.0\.0\.1:(\d+)/.exec(stdout);
+        if (match !== null) {
+          clearTimeout(timer);
+          resolve(Number(match[1]));
+        }
+      });
+      child.once('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)));
+    });
+    const caPem = await readFile(join(dir, 'ca.crt'), 'utf8');
+    const token = (await readFile(join(dir, 'admin-token'), 'utf8')).trim();
+    const answer = await whoami({ listener: { port } } as RunningServer, caPem, token);
+    assert.equal(answer.status, 200);
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0, stderr);
   });
 
   void test('listen addresses: HOST:PORT, [IPv6]:PORT and :PORT', () => {

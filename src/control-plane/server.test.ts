@@ -165,7 +165,7 @@ interface RouteCase {
 const policyDocument = { apiVersion: 'causeway/v1', kind: 'Policy', metadata: { name: 'k8s-prod' }, spec: { access: [{ roles: ['engineers'], trustLevel: 'High' }] } };
 
 const ROUTES: RouteCase[] = [
-  { method: 'GET', route: '/api/v1/objects', url: () => '/api/v1/objects?kind=service', access: 'read' },
+  { method: 'GET', route: '/api/v1/objects', url: () => '/api/v1/objects?kind=services', access: 'read' },
   { method: 'GET', route: '/api/v1/objects/:kind/:name', url: () => '/api/v1/objects/policy/k8s-prod', access: 'read' },
   { method: 'PUT', route: '/api/v1/objects/:kind/:name', url: () => '/api/v1/objects/policy/k8s-prod', access: 'write', body: policyDocument },
   { method: 'POST', route: '/api/v1/apply', url: () => '/api/v1/apply', access: 'write', body: { documents: [{ ...policyDocument, metadata: { name: 'other' } }] } },
@@ -303,6 +303,7 @@ void describe('spec objects', () => {
     const list = json(await h.call('GET', '/api/v1/objects', { token: h.viewer })) as { items: Array<{ kind: string }> };
     assert.equal(list.items.length, 5);
     assert.equal((json(await h.call('GET', '/api/v1/objects?kind=roles', { token: h.viewer })) as { items: unknown[] }).items.length, 1);
+    assert.equal((json(await h.call('GET', '/api/v1/objects?kind=policies', { token: h.viewer })) as { items: unknown[] }).items.length, 1);
   });
 
   void test('apply takes multi-document YAML as application/yaml', async (t) => {

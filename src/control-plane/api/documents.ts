@@ -47,10 +47,13 @@ export interface PreparedDocuments {
   invalid: Set<string>;
 }
 
-/** Kinds as people type them: `service`, `Service`, `services` → `Service`. */
+/** Kinds as people type them: `service`, `Service`, `services` → `Service`; `policies` → `Policy`. */
 export function normalizeKind(text: string): SpecKind | undefined {
   const lower = text.toLowerCase();
-  return SPEC_KINDS.find((kind) => kind.toLowerCase() === lower || `${kind.toLowerCase()}s` === lower);
+  return SPEC_KINDS.find((kind) => {
+    const singular = kind.toLowerCase();
+    return singular === lower || (singular.endsWith('y') ? `${singular.slice(0, -1)}ies` : `${singular}s`) === lower;
+  });
 }
 
 /** Multi-document YAML text → documents. Syntax problems come back as parseSpecDocuments words them. */
