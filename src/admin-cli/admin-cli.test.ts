@@ -7,11 +7,14 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate, createHash } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer as createNetServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import { errorCode } from '../lib/errors.ts';
+import { enroll } from '../lib/enroll/index.ts';
 import { silentLogger } from '../lib/log.ts';
 import { startServer } from '../control-plane/command.ts';
 import type { RunningServer } from '../control-plane/command.ts';
@@ -22,10 +25,20 @@ let server: RunningServer;
 let env: NodeJS.ProcessEnv;
 let adminToken: string;
 
+/** A port nothing listens on now, so the server's public URL (and the join command) names the real one. */
+async function freePort(): Promise<number> {
+  const probe = createNetServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address() as AddressInfo;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  return port;
+}
+
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'causeway-admin-cli-'));
+  const port = await freePort();
   server = await startServer(
-    { dataDir: join(dir, 'data'), listen: '127.0.0.1:0', metricsListen: 'off', publicUrl: 'https://localhost:8440', logLevel: 'silent' },
+    { dataDir: join(dir, 'data'), listen: `127.0.0.1:${port}`, metricsListen: 'off', publicUrl: `https://localhost:${port}`, logLevel: 'silent' },
     { env: {}, print: () => undefined },
     silentLogger(),
   );
@@ -225,17 +238,21 @@ void describe('causeway events, join-token, user, token', () => {
     assert.equal((await run(['events', '--since', 'last tuesday'])).error?.code, 'BAD_ARGUMENT');
   });
 
-  void test('join-token create prints a command that enrolls: a valid single-use token and the pin of the CA', async () => {
+  void test('join-token create prints a command that enrolls: its arguments get a connector certificate, once', async () => {
     const out = await ok(['join-token', 'create', 'connector', 'dc1', '--ttl', '15m']);
     assert.match(out[0], /^Join token for connector dc1: single use, valid until /);
     const command = out.find((l) => l.trim().startsWith('causeway '))?.trim() ?? '';
     const match = /^causeway connector --control-plane (\S+) --join-token (cwjt_\S+) --ca-pin (sha256:[0-9a-f]{64})$/.exec(command);
     assert.ok(match !== null, command);
-    assert.equal(match[1], 'https://localhost:8440');
+    const [, controlPlaneUrl, joinToken, caPin] = match;
+    assert.equal(controlPlaneUrl, env.CAUSEWAY_SERVER);
     const caPem = await readFile(join(dir, 'data', 'ca.crt'), 'utf8');
-    assert.equal(match[3], `sha256:${createHash('sha256').update(new X509Certificate(caPem).raw).digest('hex')}`);
-    const used = await server.store.consumeJoinToken(match[2], 'connector');
-    assert.equal(used.name, 'dc1');
+    assert.equal(caPin, `sha256:${createHash('sha256').update(new X509Certificate(caPem).raw).digest('hex')}`);
+    // What `causeway connector` does with those arguments.
+    const credentials = await enroll({ controlPlaneUrl, joinToken, caPin, kind: 'connector' });
+    assert.equal(credentials.name, 'dc1');
+    assert.equal(credentials.caPem, caPem);
+    await assert.rejects(enroll({ controlPlaneUrl, joinToken, caPin, kind: 'connector' }), 'the token is single-use (DT-06)');
     const json = JSON.parse((await ok(['join-token', 'create', 'kube-proxy', 'kp1', '-o', 'json'])).join('\n')) as { command: string; token: string };
     assert.ok(json.command.startsWith('causeway kube-proxy --control-plane '));
     const list = await ok(['join-token', 'list']);

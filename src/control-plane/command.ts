@@ -10,6 +10,8 @@
  *   admin-token     the first admin API token, written once when the installation is created (0600)
  *
  * The CA itself (encrypted key and certificate) lives in the database, so replicas share it.
+ * Parts reach the routes of PEER_PLUGINS (config stream, enrollment) on the same listener with their
+ * certificates or join tokens.
  */
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
@@ -28,6 +30,7 @@ import { createControlPlane, issueServingCertificate } from './server.ts';
 import type { ControlPlane, ControlPlanePluginOptions, Listener } from './server.ts';
 import { openStore, redactUrl } from './store/index.ts';
 import type { Store } from './store/index.ts';
+import { enrollmentPlugin } from './enroll/index.ts';
 import { configStreamPlugin } from './stream/index.ts';
 
 export const PASSPHRASE_ENV = 'CAUSEWAY_CA_PASSPHRASE';
@@ -42,7 +45,7 @@ const SERVING_CERT_RENEW_BEFORE_MS = 10 * DAY;
 const SERVING_CERT_CHECK_MS = 6 * 3_600_000;
 
 /** The routes parts call with their certificates, from the modules that own them. */
-const PEER_PLUGINS: Array<FastifyPluginAsync<ControlPlanePluginOptions>> = [configStreamPlugin];
+const PEER_PLUGINS: Array<FastifyPluginAsync<ControlPlanePluginOptions>> = [configStreamPlugin, enrollmentPlugin];
 
 export interface ServerFlags {
   dataDir: string;
