@@ -10,7 +10,7 @@
  * its answer is checked against the pin the join command carries (see enroll.ts).
  */
 import { X509Certificate } from 'node:crypto';
-import { request as httpsRequest } from 'node:https';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import { checkServerIdentity, rootCertificates } from 'node:tls';
 import type { ConnectionOptions, PeerCertificate } from 'node:tls';
@@ -40,6 +40,8 @@ export interface ControlPlaneRequest {
   signal?: AbortSignal;
   /** Extra request headers (an admin's Authorization, in tools and tests). */
   headers?: OutgoingHttpHeaders;
+  /** A keep-alive agent made by keepAliveAgent for this same material; default: one connection per request. */
+  agent?: HttpsAgent;
 }
 
 export interface ControlPlaneResponse {
@@ -117,6 +119,15 @@ function unreachable(url: URL, err: unknown): CausewayError {
   );
 }
 
+/**
+ * A keep-alive agent for frequent requests with one peer's material (the event shipper): one
+ * TLS connection reused across batches instead of a handshake per batch. Make a new one when the
+ * material changes (renewal) and destroy the old one.
+ */
+export function keepAliveAgent(tls: PeerTlsMaterial): HttpsAgent {
+  return new HttpsAgent({ keepAlive: true, maxSockets: 2, keepAliveMsecs: 10_000, ...controlPlaneTlsOptions(tls) });
+}
+
 /** Opens a request; resolves with the response head, the body still to be read. */
 export function openControlPlaneRequest(req: ControlPlaneRequest): Promise<{ response: IncomingMessage; abort: () => void }> {
   const url = controlPlaneUrl(req.baseUrl, req.path);
@@ -128,7 +139,7 @@ export function openControlPlaneRequest(req: ControlPlaneRequest): Promise<{ res
       headers['content-type'] = 'application/json';
       headers['content-length'] = body.length;
     }
-    const r = httpsRequest(url, { method: req.method, headers, agent: false, ...tls, signal: req.signal });
+    const r = httpsRequest(url, { method: req.method, headers, ...tls, agent: req.agent ?? false, signal: req.signal });
     const timeoutMs = req.timeoutMs ?? 15_000;
     const timer = setTimeout(() => r.destroy(new CausewayError('CONTROL_PLANE_TIMEOUT', `the control plane at ${url.origin} did not answer within ${timeoutMs} ms`, { retryable: true })), timeoutMs);
     timer.unref();
