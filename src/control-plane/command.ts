@@ -10,7 +10,7 @@
  *   admin-token     the first admin API token, written once when the installation is created (0600)
  *
  * The CA itself (encrypted key and certificate) lives in the database, so replicas share it.
- * Parts reach the routes of PEER_PLUGINS (config stream, enrollment) on the same listener with their
+ * Parts reach the routes of PEER_PLUGINS (config stream, enrollment, event batches) on the same listener with their
  * certificates or join tokens.
  */
 import { randomBytes } from 'node:crypto';
@@ -31,6 +31,7 @@ import type { ControlPlane, ControlPlanePluginOptions, Listener } from './server
 import { openStore, redactUrl } from './store/index.ts';
 import type { Store } from './store/index.ts';
 import { enrollmentPlugin } from './enroll/index.ts';
+import { eventsIngestPlugin } from './events-ingest/index.ts';
 import { configStreamPlugin } from './stream/index.ts';
 
 export const PASSPHRASE_ENV = 'CAUSEWAY_CA_PASSPHRASE';
@@ -45,7 +46,7 @@ const SERVING_CERT_RENEW_BEFORE_MS = 10 * DAY;
 const SERVING_CERT_CHECK_MS = 6 * 3_600_000;
 
 /** The routes parts call with their certificates, from the modules that own them. */
-const PEER_PLUGINS: Array<FastifyPluginAsync<ControlPlanePluginOptions>> = [configStreamPlugin, enrollmentPlugin];
+const PEER_PLUGINS: Array<FastifyPluginAsync<ControlPlanePluginOptions>> = [configStreamPlugin, enrollmentPlugin, eventsIngestPlugin];
 
 export interface ServerFlags {
   dataDir: string;
