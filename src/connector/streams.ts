@@ -32,9 +32,6 @@ export interface StreamContext {
   relays: Set<Relay>;
 }
 
-/** A refused stream whose access tier never ends its side is closed after this long. */
-const REFUSED_STREAM_LINGER_MS = 10_000;
-
 export function serveStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ctx: StreamContext): void {
   stream.on('error', (err) => ctx.logger.debug({ err, accessTier: ctx.accessTier }, 'tunnel stream error'));
   const request = readTunnelRequest(headers);
@@ -92,10 +89,7 @@ function refuse(stream: ServerHttp2Stream, refusal: ConnectorRefusal, detail: st
   if (streamChannel.hasSubscribers) streamChannel.publish({ side: 'connector', event: 'refused', accessTier: ctx.accessTier, session: meta?.session, refusal, target });
   if (stream.destroyed || stream.closed) return;
   stream.respond({ ':status': REFUSAL_STATUS[refusal], [TUNNEL_HEADER.reason]: refusal }, { endStream: true });
-  stream.resume();
-  const linger = setTimeout(() => {
-    if (!stream.closed) stream.close(h2.NGHTTP2_NO_ERROR);
-  }, REFUSED_STREAM_LINGER_MS);
-  linger.unref();
-  stream.once('close', () => clearTimeout(linger));
+  // The answer is complete: RST_STREAM(NO_ERROR) once it is flushed tells the access tier to send
+  // nothing more and frees the stream now (RFC 9113 §8.1). A server's resets cost the client nothing.
+  stream.close(h2.NGHTTP2_NO_ERROR);
 }

@@ -30,7 +30,9 @@ export interface RelayOptions {
  * backend never mistakes a cut-off request for a complete one; anything else (TLS) is destroyed.
  */
 export function abortDuplex(stream: Duplex): void {
-  if (stream instanceof Socket && !('encrypted' in stream) && !stream.destroyed) {
+  // libuv refuses to reset a socket whose sending side was already shut down (EINVAL), and Node then
+  // never closes the handle: a leaked descriptor. After our FIN a plain destroy is all there is.
+  if (stream instanceof Socket && !('encrypted' in stream) && !stream.destroyed && !stream.writableEnded && !stream.connecting) {
     try {
       stream.resetAndDestroy();
       return;

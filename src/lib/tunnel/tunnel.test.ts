@@ -10,7 +10,7 @@ import { dialBackend } from './dial.ts';
 import { freePort, makeTestPki, startBlackholeRelay, startEchoServer, startGreetingServer, eventually } from './harness.testing.ts';
 import type { TestPki } from './harness.testing.ts';
 import { TUNNEL_ALPN, TUNNEL_HEADER, readRefusal, readTunnelRequest, tunnelRequestHeaders } from './protocol.ts';
-import { relay } from './relay.ts';
+import { abortDuplex, relay } from './relay.ts';
 import { openTunnelClient, serveTunnel } from './session.ts';
 import type { TunnelSessionOptions } from './session.ts';
 import { DEFAULT_TUNNEL_LIMITS } from './settings.ts';
@@ -129,6 +129,24 @@ void describe('relay', { timeout: 10_000 }, () => {
     r.abort('cert-revoked');
     assert.deepEqual(await r.done, { outcome: 'aborted', detail: 'cert-revoked' });
     assert.ok(left.b.destroyed && right.a.destroyed);
+  });
+
+  void test('aborting a socket whose FIN is under way closes it (no leaked descriptor) and resets one that did not', async (t) => {
+    const pair = await socketPair();
+    const other = await socketPair();
+    t.after(async () => {
+      for (const s of [pair.a, pair.b, other.a, other.b]) s.destroy();
+      await pair.close();
+      await other.close();
+    });
+    // The FIN is still being sent (libuv's shutdown request in flight) when the abort comes.
+    pair.b.end('last bytes');
+    const closed = new Promise<void>((r) => pair.b.once('close', () => r()));
+    abortDuplex(pair.b);
+    await closed;
+    const reset = new Promise<string | undefined>((r) => other.a.once('error', (err: NodeJS.ErrnoException) => r(err.code)));
+    abortDuplex(other.b);
+    assert.equal(await reset, 'ECONNRESET');
   });
 
   void test('a side that closed before the relay started still settles it', async (t) => {
