@@ -7,3 +7,5 @@ export { controlPlaneTlsOptions, controlPlaneUrl, describeErrorBody, errorCodeOf
 export type { ControlPlaneFetch, ControlPlaneRequest, ControlPlaneResponse, PeerTlsMaterial } from './transport.ts';
 export { CA_PATH, ENROLL_KINDS, ENROLL_PATH, RENEW_PATH } from './wire.ts';
 export type { EnrolledResponse, EnrollKind, EnrollRequest, RenewRequest } from './wire.ts';
+export { joinControlPlane, loadIdentity, nodePeerFiles } from './join.ts';
+export type { JoinedPeer, JoinOptions, PeerFiles } from './join.ts';
