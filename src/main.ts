@@ -4,7 +4,9 @@
  */
 import { Command, CommanderError } from 'commander';
 import { CausewayError, UserError, errorMessage } from './lib/errors.ts';
+import { registerAccessTierCommand } from './access-tier/command.ts';
 import { registerProxyCommand } from './client/command.ts';
+import { registerConnectorCommand } from './connector/command.ts';
 import { registerServerCommand } from './control-plane/command.ts';
 import { registerAdminCommands } from './admin-cli/index.ts';
 import { registerCaCommands } from './pki-command.ts';
@@ -21,6 +23,8 @@ registerCaCommands(program);
 registerQuickstartCommand(program);
 registerProxyCommand(program);
 registerServerCommand(program);
+registerAccessTierCommand(program);
+registerConnectorCommand(program);
 registerAdminCommands(program);
 
 try {
