@@ -1,9 +1,10 @@
 /**
  * Relays bytes both ways between two duplex streams (a user's TLS socket and a backend socket or a
  * tunnel stream), with backpressure and half-close: when one side ends its writing, the other side's
- * writing is ended too and the opposite direction keeps flowing. Uses `pipe`, so there is no
- * per-chunk work of our own. When one side fails or closes before both directions ended, the other
- * side is aborted at once, so nothing hangs.
+ * writing is ended too and the opposite direction keeps flowing. Each chunk is written as it comes
+ * (see `forward`: like `pipe`, with a deeper buffer); nothing inspects or copies the bytes. When one
+ * side fails or closes before both directions ended, the other side is aborted at once, so nothing
+ * hangs.
  */
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -87,11 +88,42 @@ export function relay(client: Duplex, upstream: Duplex, options: RelayOptions = 
     if (stream.closed) queueMicrotask(onClose(side, stream));
     else stream.once('close', onClose(side, stream));
   }
-  client.pipe(upstream);
-  upstream.pipe(client);
+  forward(client, upstream);
+  forward(upstream, client);
 
   return {
     done,
     abort: (reason: string): void => fail({ outcome: 'aborted', detail: reason }),
   };
+}
+
+/**
+ * Bytes allowed to wait in a destination's write buffer before the source is paused. Node's default
+ * (16 KiB, the size of one TLS record) makes `pipe` pause and resume the source after every single
+ * chunk; a deeper buffer keeps the source flowing and costs at most this much memory per direction.
+ */
+export const RELAY_BUFFER_BYTES = 256 * 1024;
+
+/**
+ * What `src.pipe(dst)` does (write each chunk, pause on a full destination, resume on 'drain', end
+ * on end), with the pause threshold at RELAY_BUFFER_BYTES instead of the destination's highWaterMark.
+ */
+function forward(src: Duplex, dst: Duplex): void {
+  const onDrain = (): void => {
+    src.resume();
+  };
+  src.on('data', (chunk: Buffer) => {
+    dst.write(chunk);
+    // A write that left this much queued returned false, so 'drain' will come once it empties.
+    if (dst.writableLength >= RELAY_BUFFER_BYTES && !src.isPaused()) {
+      src.pause();
+      dst.once('drain', onDrain);
+    }
+  });
+  src.once('end', () => {
+    if (!dst.writableEnded) dst.end();
+  });
+  // A source paused on purpose (the access tier pauses a client while it reads the CONNECT head)
+  // does not start flowing just because a 'data' listener was added.
+  src.resume();
 }
