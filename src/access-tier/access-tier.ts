@@ -95,6 +95,11 @@ export interface AccessTier {
   liveConnections(): LiveConnection[];
   /** Cuts the live connections matching every given field; returns how many (for the control plane's revocations). */
   cut(filter: ConnectionFilter, reason: string): number;
+  /**
+   * Serves a renewed certificate and key (and CA) to new handshakes; live connections and tunnels
+   * keep the session they authenticated with.
+   */
+  setTls(tls: { certPem: string; keyPem: string; caPem: string }): void;
   /** Stops accepting, lets live connections finish for up to limits.drainTimeoutMs, then cuts the rest and closes tunnels. */
   close(): Promise<void>;
   /** Cuts everything now. */
@@ -220,6 +225,14 @@ class AccessTierServer implements AccessTier {
 
   cut(filter: ConnectionFilter, reason: string): number {
     return this.#registry.cut(filter, reason);
+  }
+
+  setTls(tls: { certPem: string; keyPem: string; caPem: string }): void {
+    for (const field of ['certPem', 'keyPem', 'caPem'] as const) {
+      if (typeof tls[field] !== 'string' || tls[field].length === 0) throw new UserError('access-tier-tls-missing', `a renewed certificate, key and CA are needed (${field} is missing)`);
+    }
+    this.#server.setSecureContext(mtlsServerOptions({ caPem: tls.caPem, certPem: tls.certPem, keyPem: tls.keyPem }));
+    this.#logger.info('serving a renewed certificate to new connections');
   }
 
   close(): Promise<void> {

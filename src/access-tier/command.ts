@@ -1,13 +1,30 @@
 /**
- * `causeway access-tier`: runs an access tier in the foreground (DESIGN.md §5).
+ * `causeway access-tier`: runs an access tier in the foreground (DESIGN.md §5), in one of two ways.
+ *
+ * Joined to a control plane (the normal way):
+ *
+ *   causeway access-tier --control-plane https://cp:8440 --join-token T --ca-pin sha256:… --data-dir DIR
+ *                        [--listen 0.0.0.0:8443] [--health-listen 127.0.0.1:8081] [--log-level info]
+ *
+ *   The first start enrolls with the single-use join token (also read from CAUSEWAY_JOIN_TOKEN) and
+ *   keeps the identity under DIR; later starts reuse it and ignore the token. The certificate is
+ *   renewed automatically and served to new connections at once. Configuration, users, devices and
+ *   revocations follow the control plane's config stream; the last good configuration is kept in
+ *   DIR and enforced through a control-plane outage (and after a restart during one). Every live
+ *   connection is decided again on each change and cut when no longer allowed. Access events go to
+ *   a spool under DIR/events and are shipped to the control plane in batches.
+ *
+ * From files (no control plane):
  *
  *   causeway access-tier --name edge-1 --config specs.yaml --cert edge.crt --key edge.key --ca ca.crt
  *                        [--listen 0.0.0.0:8443] [--events FILE | --data-dir DIR] [--log-level info]
  *
- * This is an entry point: it reads files. The spec file (the `causeway apply -f` format) is watched
- * and reloaded on change; a file with problems never replaces the last good configuration. Access
- * events are appended as JSON lines to --events (default ./access-events.jsonl, or
- * DIR/access-events.jsonl with --data-dir). Logs are JSON on stdout. SIGTERM or SIGINT drains
+ *   The spec file (the `causeway apply -f` format) is watched and reloaded on change; a file with
+ *   problems never replaces the last good configuration. Access events are appended as JSON lines
+ *   to --events (default ./access-events.jsonl, or DIR/access-events.jsonl with --data-dir).
+ *
+ * This is an entry point: it reads files and the environment. Logs are JSON on stdout. With
+ * --health-listen, /healthz and /readyz answer on that (local) address. SIGTERM or SIGINT drains
  * connections (up to 10 s) and exits.
  */
 import { readFile, mkdir } from 'node:fs/promises';
@@ -15,20 +32,25 @@ import path from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import type { Command } from 'commander';
 import type { DestinationStream } from 'pino';
-import { JsonLinesFileSink } from '../lib/audit/index.ts';
-import { FileConfigSource } from '../lib/config/index.ts';
+import { JsonLinesFileSink, SpoolingEventSink, httpEventSender, nodeSpoolFiles } from '../lib/audit/index.ts';
+import { FileConfigSource, principalDirectory } from '../lib/config/index.ts';
+import { joinControlPlane, nodePeerFiles } from '../lib/enroll/index.ts';
 import { UserError, errorCode, errorMessage } from '../lib/errors.ts';
+import { configStreamHealth, startHealthServer } from '../lib/health/server.ts';
 import { closeOnSignals } from '../lib/lifecycle.ts';
 import type { Closable } from '../lib/lifecycle.ts';
 import { createLogger } from '../lib/log.ts';
 import type { Logger } from '../lib/log.ts';
 import { parseAuthority } from '../lib/net/target.ts';
+import { createPolicyDecider } from '../lib/policy/index.ts';
 import { DEFAULT_ACCESS_TIER_PORT, startAccessTier } from './access-tier.ts';
 import type { AccessTier } from './access-tier.ts';
 
 /** What the command touches outside itself; tests replace it. */
 export interface AccessTierCommandIo {
   cwd: () => string;
+  /** The environment (CAUSEWAY_JOIN_TOKEN). */
+  env: () => Record<string, string | undefined>;
   /** Where JSON logs go (stdout by default). */
   logDestination: DestinationStream;
   /** Called once the access tier listens; the default closes everything on SIGTERM/SIGINT. */
@@ -37,20 +59,26 @@ export interface AccessTierCommandIo {
 
 const defaultIo: AccessTierCommandIo = {
   cwd: () => process.cwd(),
+  env: () => process.env,
   logDestination: process.stdout,
   onStarted: (parts, _accessTier, logger) => closeOnSignals(parts, logger),
 };
 
 export interface AccessTierFlags {
-  name: string;
-  config: string;
+  /** Required from files; with a control plane, the enrolled name (and checked against it when given). */
+  name?: string;
+  config?: string;
   listen: { host: string; port: number };
-  cert: string;
-  key: string;
-  ca: string;
+  cert?: string;
+  key?: string;
+  ca?: string;
   events?: string;
   dataDir?: string;
   logLevel: string;
+  controlPlane?: string;
+  joinToken?: string;
+  caPin?: string;
+  healthListen?: { host: string; port: number };
 }
 
 export function registerAccessTierCommand(program: Command, io: Partial<AccessTierCommandIo> = {}): Command {
@@ -58,14 +86,18 @@ export function registerAccessTierCommand(program: Command, io: Partial<AccessTi
   return program
     .command('access-tier')
     .description('Run an access tier: the TLS listener that client proxies and connectors reach')
-    .requiredOption('--name <name>', 'this access tier\'s name (its AccessTier spec and certificate carry it)')
-    .requiredOption('--config <file>', 'spec YAML with the AccessTier, Connector and Service documents; reloaded when it changes')
+    .option('--control-plane <url>', 'join this control plane (https://host:port) and follow its configuration')
+    .option('--join-token <token>', 'the single-use token from `causeway join-token create access-tier NAME` (first start only; also CAUSEWAY_JOIN_TOKEN)')
+    .option('--ca-pin <sha256:hex>', 'the CA pin printed with the join token (first start only)')
+    .option('--name <name>', 'this access tier\'s name (its AccessTier spec and certificate carry it); from files, required')
+    .option('--config <file>', 'without a control plane: spec YAML with the AccessTier, Connector and Service documents; reloaded when it changes')
     .option('--listen <host:port>', `address to listen on (default 0.0.0.0:${DEFAULT_ACCESS_TIER_PORT})`, parseListen, { host: '0.0.0.0', port: DEFAULT_ACCESS_TIER_PORT })
-    .requiredOption('--cert <file>', 'this access tier\'s certificate (PEM)')
-    .requiredOption('--key <file>', 'its private key (PEM)')
-    .requiredOption('--ca <file>', 'the Causeway CA certificate (PEM)')
-    .option('--events <file>', 'append access events here as JSON lines (default ./access-events.jsonl, or DIR/access-events.jsonl with --data-dir)')
-    .option('--data-dir <dir>', 'directory for this access tier\'s files')
+    .option('--cert <file>', 'without a control plane: this access tier\'s certificate (PEM)')
+    .option('--key <file>', 'without a control plane: its private key (PEM)')
+    .option('--ca <file>', 'without a control plane: the Causeway CA certificate (PEM)')
+    .option('--events <file>', 'without a control plane: append access events here as JSON lines (default ./access-events.jsonl, or DIR/access-events.jsonl with --data-dir)')
+    .option('--data-dir <dir>', 'directory for this access tier\'s files (with a control plane: identity, last good configuration, event spool)')
+    .option('--health-listen <host:port>', 'serve /healthz and /readyz here (keep it local)', parseListen)
     .option('--log-level <level>', 'log level for the JSON logs on stdout (debug, info, warn, error)', 'info')
     .action(async (flags: AccessTierFlags) => {
       await runAccessTier(flags, deps);
@@ -73,20 +105,70 @@ export function registerAccessTierCommand(program: Command, io: Partial<AccessTi
 }
 
 export async function runAccessTier(flags: AccessTierFlags, io: AccessTierCommandIo): Promise<AccessTier> {
-  const [certPem, keyPem, caPem] = await Promise.all([readPem(flags.cert, '--cert'), readPem(flags.key, '--key'), readPem(flags.ca, '--ca')]);
+  if (flags.controlPlane !== undefined) return runJoinedAccessTier(flags, flags.controlPlane, io);
+  const missing = (['name', 'config', 'cert', 'key', 'ca'] as const).filter((f) => flags[f] === undefined);
+  if (missing.length > 0) {
+    throw new UserError('access-tier-flags-missing', `give ${missing.map((f) => `--${f}`).join(', ')} to run from files, or --control-plane URL --join-token T --ca-pin PIN --data-dir DIR to join a control plane`);
+  }
+  const { name, config: configFile, cert, key, ca } = flags as Required<Pick<AccessTierFlags, 'name' | 'config' | 'cert' | 'key' | 'ca'>>;
+  const [certPem, keyPem, caPem] = await Promise.all([readPem(cert, '--cert'), readPem(key, '--key'), readPem(ca, '--ca')]);
   const logger = createLogger({ name: 'causeway-access-tier', level: flags.logLevel, destination: io.logDestination });
   const eventsPath = eventsPathFor(flags, io.cwd());
   await mkdir(path.dirname(eventsPath), { recursive: true, mode: 0o700 });
 
-  const config = new FileConfigSource({ path: flags.config, logger: logger.child({ part: 'config' }) });
+  const config = new FileConfigSource({ path: configFile, logger: logger.child({ part: 'config' }) });
   const started: Closable[] = [config];
   try {
     await config.ready();
     const events = await JsonLinesFileSink.open({ path: eventsPath, logger });
     started.push(events);
-    const accessTier = await startAccessTier({ name: flags.name, config, tls: { certPem, keyPem, caPem }, events, listen: flags.listen, logger });
+    const accessTier = await startAccessTier({ name, config, tls: { certPem, keyPem, caPem }, events, listen: flags.listen, logger });
     started.push(accessTier);
-    logger.info({ address: accessTier.address(), events: eventsPath, config: path.resolve(flags.config) }, 'access tier started');
+    if (flags.healthListen !== undefined) {
+      started.push(await startHealthServer({ ...flags.healthListen, logger, check: () => ({ ready: true, status: 'ok', message: `serving configuration ${accessTier.stats().configVersion} from ${path.resolve(configFile)}` }) }));
+    }
+    logger.info({ address: accessTier.address(), events: eventsPath, config: path.resolve(configFile) }, 'access tier started');
+    io.onStarted(started, accessTier, logger);
+    return accessTier;
+  } catch (err) {
+    for (const part of started.reverse()) await part.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Joined to a control plane: identity, configuration, decisions and events all come from and go to it. */
+async function runJoinedAccessTier(flags: AccessTierFlags, controlPlaneUrl: string, io: AccessTierCommandIo): Promise<AccessTier> {
+  const fileFlags = (['config', 'cert', 'key', 'ca', 'events'] as const).filter((f) => flags[f] !== undefined);
+  if (fileFlags.length > 0) throw new UserError('access-tier-flags-conflict', `${fileFlags.map((f) => `--${f}`).join(', ')} ${fileFlags.length === 1 ? 'is' : 'are'} for running without a control plane; with --control-plane the certificate, configuration and events come from and go to the control plane`);
+  if (flags.dataDir === undefined) throw new UserError('access-tier-data-dir-missing', 'with --control-plane, give --data-dir DIR: the access tier keeps its identity, its last good configuration and its event spool there');
+  const dataDir = path.resolve(io.cwd(), flags.dataDir);
+  const logger = createLogger({ name: 'causeway-access-tier', level: flags.logLevel, destination: io.logDestination });
+  const joinToken = flags.joinToken ?? io.env().CAUSEWAY_JOIN_TOKEN;
+  const started: Closable[] = [];
+  try {
+    const joined = await joinControlPlane({
+      kind: 'access-tier',
+      controlPlaneUrl,
+      ...(joinToken === undefined || joinToken === '' ? {} : { joinToken }),
+      ...(flags.caPin === undefined ? {} : { caPin: flags.caPin }),
+      files: nodePeerFiles(dataDir),
+      logger,
+    });
+    started.push(joined);
+    if (flags.name !== undefined && flags.name !== joined.name) {
+      throw new UserError('access-tier-name-mismatch', `--name ${flags.name} does not match this access tier's enrolled name "${joined.name}" (in ${dataDir}); drop --name or use another --data-dir`);
+    }
+    const events = await SpoolingEventSink.open({ files: nodeSpoolFiles(path.join(dataDir, 'events')), send: httpEventSender({ controlPlaneUrl, tls: () => joined.tls() }), logger });
+    started.push(events);
+    if (flags.healthListen !== undefined) {
+      started.push(await startHealthServer({ ...flags.healthListen, logger, check: () => configStreamHealth(joined.config.status(), Date.now()) }));
+    }
+    if (joined.config.current() === undefined) logger.info({ controlPlane: controlPlaneUrl }, 'waiting for the first configuration from the control plane');
+    const decider = createPolicyDecider({ directory: principalDirectory, onError: (err) => logger.error({ err }, 'a policy decision failed; the connection was denied') });
+    const accessTier = await startAccessTier({ name: joined.name, config: joined.config, tls: joined.tls(), events, decider, listen: flags.listen, logger });
+    started.push(accessTier);
+    joined.onRenewed((tls) => accessTier.setTls(tls));
+    logger.info({ address: accessTier.address(), name: joined.name, controlPlane: controlPlaneUrl, dataDir }, 'access tier started');
     io.onStarted(started, accessTier, logger);
     return accessTier;
   } catch (err) {

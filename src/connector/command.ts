@@ -1,44 +1,75 @@
 /**
- * `causeway connector`: runs a connector in the foreground (DESIGN.md §5).
+ * `causeway connector`: runs a connector in the foreground (DESIGN.md §5), in one of two ways.
+ *
+ * Joined to a control plane (the normal way):
+ *
+ *   causeway connector --control-plane https://cp:8440 --join-token T --ca-pin sha256:… --data-dir DIR
+ *                      [--health-listen 127.0.0.1:8082] [--log-level info]
+ *
+ *   The first start enrolls with the single-use join token (also read from CAUSEWAY_JOIN_TOKEN) and
+ *   keeps the identity under DIR; later starts reuse it. The certificate is renewed automatically
+ *   and used for every new tunnel. The connector follows its Connector spec and the AccessTier
+ *   specs of its cluster through the config stream, keeping the last good configuration in DIR.
+ *
+ * From files (no control plane):
  *
  *   causeway connector --name dc1 --config specs.yaml --cert dc1.crt --key dc1.key --ca ca.crt [--log-level info]
  *
- * This is an entry point: it reads files. The spec file is watched and reloaded on change: the
- * connector follows its own Connector spec (cluster, allow-list) and dials every AccessTier of that
- * cluster. Logs are JSON on stdout. SIGTERM or SIGINT drains streams (up to 10 s) and exits.
+ *   The spec file is watched and reloaded on change: the connector follows its own Connector spec
+ *   (cluster, allow-list) and dials every AccessTier of that cluster.
+ *
+ * This is an entry point: it reads files and the environment. Logs are JSON on stdout. With
+ * --health-listen, /healthz and /readyz answer on that (local) address. SIGTERM or SIGINT drains
+ * streams (up to 10 s) and exits.
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import type { DestinationStream } from 'pino';
+import { InvalidArgumentError } from 'commander';
 import { FileConfigSource } from '../lib/config/index.ts';
+import { joinControlPlane, nodePeerFiles } from '../lib/enroll/index.ts';
 import { UserError, errorCode, errorMessage } from '../lib/errors.ts';
+import { configStreamHealth, startHealthServer } from '../lib/health/server.ts';
+import type { HealthReport } from '../lib/health/server.ts';
 import { closeOnSignals } from '../lib/lifecycle.ts';
 import type { Closable } from '../lib/lifecycle.ts';
 import { createLogger } from '../lib/log.ts';
 import type { Logger } from '../lib/log.ts';
+import { parseAuthority } from '../lib/net/target.ts';
 import { startConnector } from './connector.ts';
 import type { Connector } from './connector.ts';
 
 /** What the command touches outside itself; tests replace it. */
 export interface ConnectorCommandIo {
+  cwd: () => string;
+  /** The environment (CAUSEWAY_JOIN_TOKEN). */
+  env: () => Record<string, string | undefined>;
   logDestination: DestinationStream;
   /** Called once the connector runs; the default closes everything on SIGTERM/SIGINT. */
   onStarted: (parts: Closable[], connector: Connector, logger: Logger) => void;
 }
 
 const defaultIo: ConnectorCommandIo = {
+  cwd: () => process.cwd(),
+  env: () => process.env,
   logDestination: process.stdout,
   onStarted: (parts, _connector, logger) => closeOnSignals(parts, logger),
 };
 
 export interface ConnectorFlags {
-  name: string;
-  config: string;
-  cert: string;
-  key: string;
-  ca: string;
+  /** Required from files; with a control plane, the enrolled name (and checked against it when given). */
+  name?: string;
+  config?: string;
+  cert?: string;
+  key?: string;
+  ca?: string;
   logLevel: string;
+  controlPlane?: string;
+  joinToken?: string;
+  caPin?: string;
+  dataDir?: string;
+  healthListen?: { host: string; port: number };
 }
 
 export function registerConnectorCommand(program: Command, io: Partial<ConnectorCommandIo> = {}): Command {
@@ -46,11 +77,16 @@ export function registerConnectorCommand(program: Command, io: Partial<Connector
   return program
     .command('connector')
     .description('Run a connector: dials out to the access tiers of its cluster and reaches backends they ask for, within its allow-list')
-    .requiredOption('--name <name>', 'this connector\'s name (its Connector spec and certificate carry it)')
-    .requiredOption('--config <file>', 'spec YAML with the Connector and AccessTier documents; reloaded when it changes')
-    .requiredOption('--cert <file>', 'this connector\'s certificate (PEM)')
-    .requiredOption('--key <file>', 'its private key (PEM)')
-    .requiredOption('--ca <file>', 'the Causeway CA certificate (PEM)')
+    .option('--control-plane <url>', 'join this control plane (https://host:port) and follow its configuration')
+    .option('--join-token <token>', 'the single-use token from `causeway join-token create connector NAME` (first start only; also CAUSEWAY_JOIN_TOKEN)')
+    .option('--ca-pin <sha256:hex>', 'the CA pin printed with the join token (first start only)')
+    .option('--data-dir <dir>', 'with a control plane: where the connector keeps its identity and last good configuration')
+    .option('--health-listen <host:port>', 'serve /healthz and /readyz here (keep it local)', parseHealthListen)
+    .option('--name <name>', 'this connector\'s name (its Connector spec and certificate carry it); from files, required')
+    .option('--config <file>', 'without a control plane: spec YAML with the Connector and AccessTier documents; reloaded when it changes')
+    .option('--cert <file>', 'without a control plane: this connector\'s certificate (PEM)')
+    .option('--key <file>', 'without a control plane: its private key (PEM)')
+    .option('--ca <file>', 'without a control plane: the Causeway CA certificate (PEM)')
     .option('--log-level <level>', 'log level for the JSON logs on stdout (debug, info, warn, error)', 'info')
     .action(async (flags: ConnectorFlags) => {
       await runConnector(flags, deps);
@@ -58,23 +94,99 @@ export function registerConnectorCommand(program: Command, io: Partial<Connector
 }
 
 export async function runConnector(flags: ConnectorFlags, io: ConnectorCommandIo): Promise<Connector> {
-  const [certPem, keyPem, caPem] = await Promise.all([readPem(flags.cert, '--cert'), readPem(flags.key, '--key'), readPem(flags.ca, '--ca')]);
+  if (flags.controlPlane !== undefined) return runJoinedConnector(flags, flags.controlPlane, io);
+  const missing = (['name', 'config', 'cert', 'key', 'ca'] as const).filter((f) => flags[f] === undefined);
+  if (missing.length > 0) {
+    throw new UserError('connector-flags-missing', `give ${missing.map((f) => `--${f}`).join(', ')} to run from files, or --control-plane URL --join-token T --ca-pin PIN --data-dir DIR to join a control plane`);
+  }
+  const { name, config: configFile, cert, key, ca } = flags as Required<Pick<ConnectorFlags, 'name' | 'config' | 'cert' | 'key' | 'ca'>>;
+  const [certPem, keyPem, caPem] = await Promise.all([readPem(cert, '--cert'), readPem(key, '--key'), readPem(ca, '--ca')]);
   const logger = createLogger({ name: 'causeway-connector', level: flags.logLevel, destination: io.logDestination });
-  const config = new FileConfigSource({ path: flags.config, logger: logger.child({ part: 'config' }) });
+  const config = new FileConfigSource({ path: configFile, logger: logger.child({ part: 'config' }) });
   const started: Closable[] = [config];
   try {
     await config.ready();
-    const connector = await startConnector({ name: flags.name, config, tls: { certPem, keyPem, caPem }, logger });
+    const connector = await startConnector({ name, config, tls: { certPem, keyPem, caPem }, logger });
     started.push(connector);
+    if (flags.healthListen !== undefined) started.push(await startHealthServer({ ...flags.healthListen, logger, check: () => tunnelHealth(connector) }));
     const status = connector.status();
     if (status.problem !== undefined) logger.warn({ problem: status.problem }, 'the connector has nothing to do yet');
-    logger.info({ config: path.resolve(flags.config), accessTiers: status.tunnels.map((t) => `${t.accessTier} ${t.address}`) }, 'connector started');
+    logger.info({ config: path.resolve(configFile), accessTiers: status.tunnels.map((t) => `${t.accessTier} ${t.address}`) }, 'connector started');
     io.onStarted(started, connector, logger);
     return connector;
   } catch (err) {
     for (const part of started.reverse()) await part.close().catch(() => undefined);
     throw err;
   }
+}
+
+/** Joined to a control plane: identity and configuration come from it. */
+async function runJoinedConnector(flags: ConnectorFlags, controlPlaneUrl: string, io: ConnectorCommandIo): Promise<Connector> {
+  const fileFlags = (['config', 'cert', 'key', 'ca'] as const).filter((f) => flags[f] !== undefined);
+  if (fileFlags.length > 0) throw new UserError('connector-flags-conflict', `${fileFlags.map((f) => `--${f}`).join(', ')} ${fileFlags.length === 1 ? 'is' : 'are'} for running without a control plane; with --control-plane the certificate and configuration come from the control plane`);
+  if (flags.dataDir === undefined) throw new UserError('connector-data-dir-missing', 'with --control-plane, give --data-dir DIR: the connector keeps its identity and its last good configuration there');
+  const dataDir = path.resolve(io.cwd(), flags.dataDir);
+  const logger = createLogger({ name: 'causeway-connector', level: flags.logLevel, destination: io.logDestination });
+  const joinToken = flags.joinToken ?? io.env().CAUSEWAY_JOIN_TOKEN;
+  const started: Closable[] = [];
+  try {
+    const joined = await joinControlPlane({
+      kind: 'connector',
+      controlPlaneUrl,
+      ...(joinToken === undefined || joinToken === '' ? {} : { joinToken }),
+      ...(flags.caPin === undefined ? {} : { caPin: flags.caPin }),
+      files: nodePeerFiles(dataDir),
+      logger,
+    });
+    started.push(joined);
+    if (flags.name !== undefined && flags.name !== joined.name) {
+      throw new UserError('connector-name-mismatch', `--name ${flags.name} does not match this connector's enrolled name "${joined.name}" (in ${dataDir}); drop --name or use another --data-dir`);
+    }
+    const current: { connector?: Connector } = {};
+    if (flags.healthListen !== undefined) {
+      started.push(await startHealthServer({
+        ...flags.healthListen,
+        logger,
+        check: () => {
+          const config = configStreamHealth(joined.config.status(), Date.now());
+          if (!config.ready || current.connector === undefined) return config;
+          const tunnels = tunnelHealth(current.connector);
+          return tunnels.status === 'ok' ? config : { ...tunnels, details: { ...config.details, ...tunnels.details }, message: config.status === 'ok' ? tunnels.message : `${config.message}; ${tunnels.message}` };
+        },
+      }));
+    }
+    if (joined.config.current() === undefined) logger.info({ controlPlane: controlPlaneUrl }, 'waiting for the first configuration from the control plane');
+    const connector = await startConnector({ name: joined.name, config: joined.config, tls: joined.tls(), logger });
+    current.connector = connector;
+    started.push(connector);
+    joined.onRenewed((tls) => connector.setTls(tls));
+    const status = connector.status();
+    if (status.problem !== undefined) logger.warn({ problem: status.problem }, 'the connector has nothing to do yet');
+    logger.info({ name: joined.name, controlPlane: controlPlaneUrl, dataDir, accessTiers: status.tunnels.map((t) => `${t.accessTier} ${t.address}`) }, 'connector started');
+    io.onStarted(started, connector, logger);
+    return connector;
+  } catch (err) {
+    for (const part of started.reverse()) await part.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Ready while at least one tunnel is up; degraded while some are down. */
+function tunnelHealth(connector: Connector): HealthReport {
+  const status = connector.status();
+  const up = status.tunnels.filter((t) => t.state === 'up').length;
+  const details = { state: status.state, tunnelsUp: up, tunnels: status.tunnels.length, ...(status.problem === undefined ? {} : { problem: status.problem }) };
+  if (status.state === 'up') return { ready: true, status: 'ok', message: `${up} tunnel${up === 1 ? '' : 's'} up`, details };
+  if (status.healthy) return { ready: true, status: 'degraded', message: `${up} of ${status.tunnels.length} tunnels up`, details };
+  return { ready: false, status: 'unavailable', message: status.problem ?? `no tunnel up (${status.state})`, details };
+}
+
+/** `host:port`, `[v6]:port` or `:port` (all addresses). */
+function parseHealthListen(value: string): { host: string; port: number } {
+  const text = value.startsWith(':') ? `0.0.0.0${value}` : value;
+  const parsed = parseAuthority(text);
+  if (!parsed.ok) throw new InvalidArgumentError(`--health-listen must be host:port, [IPv6]:port or :port (${parsed.message})`);
+  return { host: parsed.target.host, port: parsed.target.port };
 }
 
 async function readPem(file: string, flag: string): Promise<string> {

@@ -67,6 +67,8 @@ export interface ConnectorStatus {
 export interface Connector {
   readonly name: string;
   status(): ConnectorStatus;
+  /** Dials with a renewed certificate and key (and CA) from now on; tunnels that are up stay up. */
+  setTls(tls: { certPem: string; keyPem: string; caPem: string }): void;
   /** Stops dialling, drains streams in flight up to the deadline, then closes every tunnel. */
   close(): Promise<void>;
   /** Cuts every tunnel and stream now. */
@@ -109,6 +111,8 @@ class ConnectorRuntime implements Connector {
   readonly #logger: Logger;
   readonly #clock: Clock;
   readonly #links = new Map<string, TunnelLink>();
+  /** The material every link dials with; setTls replaces its fields, so links pick it up on their next dial. */
+  readonly #tls: { certPem: string; keyPem: string; caPem: string };
   readonly #retiring = new Set<Promise<void>>();
   #allowList: CompiledAllowList | undefined;
   #cluster: string | undefined;
@@ -125,6 +129,7 @@ class ConnectorRuntime implements Connector {
     }
     this.name = options.name;
     this.#options = options;
+    this.#tls = { certPem: options.tls.certPem, keyPem: options.tls.keyPem, caPem: options.tls.caPem };
     this.#logger = (options.logger ?? silentLogger()).child({ connector: options.name });
     this.#clock = options.clock ?? systemClock;
   }
@@ -154,6 +159,16 @@ class ConnectorRuntime implements Connector {
       configVersion: this.#version,
       problem: this.#problem,
     };
+  }
+
+  setTls(tls: { certPem: string; keyPem: string; caPem: string }): void {
+    for (const field of ['certPem', 'keyPem', 'caPem'] as const) {
+      if (typeof tls[field] !== 'string' || tls[field].length === 0) throw new UserError('connector-tls-missing', `a renewed certificate, key and CA are needed (${field} is missing)`);
+    }
+    Object.assign(this.#tls, { certPem: tls.certPem, keyPem: tls.keyPem, caPem: tls.caPem });
+    // A resumed session would carry the old certificate's identity: handshake afresh.
+    for (const link of this.#links.values()) link.forgetSession();
+    this.#logger.info('dialling with a renewed certificate from now on');
   }
 
   close(): Promise<void> {
@@ -214,7 +229,7 @@ class ConnectorRuntime implements Connector {
       const key = endpointKey(endpoint);
       if (this.#links.has(key)) continue;
       const link = new TunnelLink(endpoint, {
-        tls: this.#options.tls,
+        tls: this.#tls,
         stream: {
           allowList: () => this.#allowList,
           dialer: this.#options.dialer,

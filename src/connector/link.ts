@@ -144,6 +144,11 @@ export class TunnelLink {
     this.#since = this.#deps.clock.now();
   }
 
+  /** Drops the TLS session kept for resumption (the next dial does a full handshake). */
+  forgetSession(): void {
+    this.#tlsSession = undefined;
+  }
+
   #connect(): void {
     if (this.#closing) return;
     this.#setState('connecting');
