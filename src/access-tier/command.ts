@@ -35,6 +35,7 @@ import type { DestinationStream } from 'pino';
 import { JsonLinesFileSink, SpoolingEventSink, httpEventSender, nodeSpoolFiles } from '../lib/audit/index.ts';
 import { FileConfigSource, principalDirectory } from '../lib/config/index.ts';
 import { joinControlPlane, nodePeerFiles } from '../lib/enroll/index.ts';
+import type { JoinedPeer } from '../lib/enroll/index.ts';
 import { UserError, errorCode, errorMessage } from '../lib/errors.ts';
 import { configStreamHealth, startHealthServer } from '../lib/health/server.ts';
 import { closeOnSignals } from '../lib/lifecycle.ts';
@@ -51,6 +52,8 @@ export interface AccessTierCommandIo {
   cwd: () => string;
   /** The environment (CAUSEWAY_JOIN_TOKEN). */
   env: () => Record<string, string | undefined>;
+  /** With --control-plane: told about the joined identity and config stream (embedding, tests). */
+  onJoined?: (joined: JoinedPeer) => void;
   /** Where JSON logs go (stdout by default). */
   logDestination: DestinationStream;
   /** Called once the access tier listens; the default closes everything on SIGTERM/SIGINT. */
@@ -155,6 +158,7 @@ async function runJoinedAccessTier(flags: AccessTierFlags, controlPlaneUrl: stri
       logger,
     });
     started.push(joined);
+    io.onJoined?.(joined);
     if (flags.name !== undefined && flags.name !== joined.name) {
       throw new UserError('access-tier-name-mismatch', `--name ${flags.name} does not match this access tier's enrolled name "${joined.name}" (in ${dataDir}); drop --name or use another --data-dir`);
     }

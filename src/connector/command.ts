@@ -29,6 +29,7 @@ import type { DestinationStream } from 'pino';
 import { InvalidArgumentError } from 'commander';
 import { FileConfigSource } from '../lib/config/index.ts';
 import { joinControlPlane, nodePeerFiles } from '../lib/enroll/index.ts';
+import type { JoinedPeer } from '../lib/enroll/index.ts';
 import { UserError, errorCode, errorMessage } from '../lib/errors.ts';
 import { configStreamHealth, startHealthServer } from '../lib/health/server.ts';
 import type { HealthReport } from '../lib/health/server.ts';
@@ -45,6 +46,8 @@ export interface ConnectorCommandIo {
   cwd: () => string;
   /** The environment (CAUSEWAY_JOIN_TOKEN). */
   env: () => Record<string, string | undefined>;
+  /** With --control-plane: told about the joined identity and config stream (embedding, tests). */
+  onJoined?: (joined: JoinedPeer) => void;
   logDestination: DestinationStream;
   /** Called once the connector runs; the default closes everything on SIGTERM/SIGINT. */
   onStarted: (parts: Closable[], connector: Connector, logger: Logger) => void;
@@ -139,6 +142,7 @@ async function runJoinedConnector(flags: ConnectorFlags, controlPlaneUrl: string
       logger,
     });
     started.push(joined);
+    io.onJoined?.(joined);
     if (flags.name !== undefined && flags.name !== joined.name) {
       throw new UserError('connector-name-mismatch', `--name ${flags.name} does not match this connector's enrolled name "${joined.name}" (in ${dataDir}); drop --name or use another --data-dir`);
     }
