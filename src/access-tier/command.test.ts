@@ -118,6 +118,16 @@ void describe('causeway access-tier', { timeout: 30_000 }, () => {
     assert.throws(() => parseListen('127.1:8443'), CommanderError);
   });
 
+  void test('without --control-plane the file flags are needed, and the error names the missing ones and the other way', async () => {
+    await assert.rejects(run(['--name', 'edge-1', '--cert', path.join(dir, 'edge.crt')]), (err: Error & { code?: string }) => err.code === 'access-tier-flags-missing' && /--config, --key, --ca/.test(err.message) && err.message.includes('--control-plane'));
+  });
+
+  void test('with --control-plane, --data-dir is needed and the file flags are refused before anything is contacted', async () => {
+    await assert.rejects(run(['--control-plane', 'https://127.0.0.1:1', '--join-token', 't', '--ca-pin', 'sha256:00']), (err: Error & { code?: string }) => err.code === 'access-tier-data-dir-missing');
+    await assert.rejects(run(['--control-plane', 'https://127.0.0.1:1', '--data-dir', 'cp', '--config', 'specs.yaml', '--cert', 'x.crt']), (err: Error & { code?: string }) => err.code === 'access-tier-flags-conflict' && err.message.includes('--config, --cert'));
+    await assert.rejects(run(['--control-plane', 'https://127.0.0.1:1', '--data-dir', 'never-joined']), (err: Error & { code?: string }) => err.code === 'NOT_ENROLLED' && err.message.includes('--join-token'));
+  });
+
   void test('events go to --events, else under --data-dir, else ./access-events.jsonl', () => {
     assert.equal(eventsPathFor({ events: 'e.jsonl' }, '/srv'), '/srv/e.jsonl');
     assert.equal(eventsPathFor({ dataDir: '/var/lib/causeway' }, '/srv'), '/var/lib/causeway/access-events.jsonl');

@@ -51,6 +51,12 @@ void describe('causeway connector', { timeout: 30_000 }, () => {
     }
   });
 
+  void test('without --control-plane the file flags are needed; with it, --data-dir is, and the file flags are refused', async () => {
+    await assert.rejects(run(['--name', 'dc1']), (err: Error & { code?: string }) => err.code === 'connector-flags-missing' && /--config, --cert, --key, --ca/.test(err.message));
+    await assert.rejects(run(['--control-plane', 'https://127.0.0.1:1', '--join-token', 't']), (err: Error & { code?: string }) => err.code === 'connector-data-dir-missing');
+    await assert.rejects(run(['--control-plane', 'https://127.0.0.1:1', '--data-dir', path.join(dir, 'cp'), '--key', 'k']), (err: Error & { code?: string }) => err.code === 'connector-flags-conflict');
+  });
+
   void test('an unreadable key file is a UserError that names the flag and the file', async () => {
     await assert.rejects(
       run(['--name', 'dc1', '--config', path.join(dir, 'specs.yaml'), '--cert', path.join(dir, 'dc1.crt'), '--key', path.join(dir, 'nope.key'), '--ca', path.join(dir, 'ca.crt')]),
