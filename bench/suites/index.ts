@@ -1,3 +1,4 @@
+import { decisionFlipSuite } from './decision-flip.ts';
 import { handshakeRateSuite } from './handshake-rate.ts';
 import { idleStreamsSuite } from './idle-streams.ts';
 import { newConnectionSuite } from './new-connection.ts';
@@ -18,4 +19,5 @@ export const SUITES: readonly Suite[] = [
   idleStreamsSuite,
   handshakeRateSuite,
   policyDecisionSuite,
+  decisionFlipSuite,
 ];
