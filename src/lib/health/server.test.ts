@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { RemoteConfigStatus } from '../config/remote-source.ts';
+import { createPartMetrics } from '../metrics/index.ts';
+import { parseExposition } from '../metrics/prometheus-text.testing.ts';
 import { configStreamHealth, startHealthServer } from './server.ts';
 import type { HealthReport } from './server.ts';
 
@@ -40,5 +42,37 @@ void test('a port in use is a UserError that names the flag', async () => {
     await assert.rejects(startHealthServer({ host: '127.0.0.1', port: first.port, check: () => ({ ready: true, status: 'ok', message: '' }) }), { code: 'HEALTH_LISTEN' });
   } finally {
     await first.close();
+  }
+});
+
+void test('with a metrics callback, /metrics answers in the Prometheus text format; a failing callback is a 500 and the listener goes on', async () => {
+  const metrics = createPartMetrics('access-tier', { processMetrics: false });
+  metrics.record({ id: 'e1', time: new Date(0).toISOString(), type: 'access', decision: 'deny', reasons: ['unknown-service'], accessTier: 'edge-1', source: '127.0.0.1:1' });
+  let fail = false;
+  const server = await startHealthServer({
+    host: '127.0.0.1',
+    port: 0,
+    check: () => ({ ready: true, status: 'ok', message: 'ok' }),
+    metrics: () => (fail ? Promise.reject(new Error('collect failed')) : metrics.scrape()),
+  });
+  try {
+    const r = await fetch(`${server.url}/metrics`);
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
+    assert.equal(r.headers.get('cache-control'), 'no-store');
+    const scraped = parseExposition(await r.text());
+    assert.equal(scraped.types.get('causeway_decisions_total'), 'counter');
+    assert.equal(scraped.value('causeway_decisions_total', { result: 'deny', reason: 'unknown-service' }), 1);
+    const head = await fetch(`${server.url}/metrics`, { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal(await head.text(), '');
+    fail = true;
+    const failed = await fetch(`${server.url}/metrics`);
+    assert.deepEqual([failed.status, await failed.json()], [500, { status: 'error', message: 'collecting the metrics failed; see the log' }]);
+    assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
+    assert.match(((await (await fetch(`${server.url}/other`)).json()) as { message: string }).message, /\/metrics/);
+  } finally {
+    await server.close();
+    metrics.close();
   }
 });

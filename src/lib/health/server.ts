@@ -4,9 +4,11 @@
  *     GET /healthz   200 {"status":"ok"} while the process runs (liveness)
  *     GET /readyz    200 when the part serves (status ok, or degraded with a message saying why),
  *                    503 when it cannot (no configuration yet)
+ *     GET /metrics   Prometheus text exposition, when a `metrics` callback is given (else 404)
  *
- * Bind it to loopback or a private address: it says which revision is enforced and since when the
- * control plane is unreachable, which is no one else's business (CP-10).
+ * Bind it to loopback or a private address: it says which revision is enforced, since when the
+ * control plane is unreachable and (with metrics) who connects to which services how often, which is
+ * no one else's business (CP-10).
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -30,8 +32,25 @@ export interface HealthServer {
   close(): Promise<void>;
 }
 
-export async function startHealthServer(options: { host: string; port: number; check: () => HealthReport; logger?: Logger }): Promise<HealthServer> {
+/** The Prometheus text of a registry (prom-client: `{ contentType: registry.contentType, body: await registry.metrics() }`). */
+export interface MetricsScrape {
+  contentType: string;
+  body: string;
+}
+
+export interface HealthServerOptions {
+  host: string;
+  port: number;
+  check: () => HealthReport;
+  /** When given, GET /metrics answers with what it returns. */
+  metrics?: () => Promise<MetricsScrape>;
+  logger?: Logger;
+}
+
+export async function startHealthServer(options: HealthServerOptions): Promise<HealthServer> {
   const logger = options.logger ?? silentLogger();
+  const metrics = options.metrics;
+  const served = metrics === undefined ? '/healthz and /readyz are' : '/healthz, /readyz and /metrics are';
   const server = createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
     const send = (status: number, body: unknown): void => {
@@ -51,7 +70,23 @@ export async function startHealthServer(options: { host: string; port: number; c
       }
       return send(report.ready ? 200 : 503, { status: report.status, message: report.message, ...(report.details === undefined ? {} : { details: report.details }) });
     }
-    return send(404, { status: 'error', message: 'not found: /healthz and /readyz are served here' });
+    if (url === '/metrics' && metrics !== undefined) {
+      void (async () => {
+        let scrape: MetricsScrape;
+        try {
+          scrape = await metrics();
+        } catch (err) {
+          logger.error({ err }, 'collecting the metrics failed');
+          if (!res.headersSent) send(500, { status: 'error', message: 'collecting the metrics failed; see the log' });
+          return;
+        }
+        if (res.destroyed) return;
+        res.writeHead(200, { 'content-type': scrape.contentType, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(scrape.body) });
+        res.end(req.method === 'HEAD' ? undefined : scrape.body);
+      })();
+      return;
+    }
+    return send(404, { status: 'error', message: `not found: ${served} served here` });
   });
   server.headersTimeout = 5_000;
   server.requestTimeout = 5_000;
