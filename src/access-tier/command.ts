@@ -24,8 +24,8 @@
  *   to --events (default ./access-events.jsonl, or DIR/access-events.jsonl with --data-dir).
  *
  * This is an entry point: it reads files and the environment. Logs are JSON on stdout. With
- * --health-listen, /healthz and /readyz answer on that (local) address. SIGTERM or SIGINT drains
- * connections (up to 10 s) and exits.
+ * --health-listen, /healthz, /readyz and Prometheus /metrics (src/lib/metrics) answer on that
+ * (local) address. SIGTERM or SIGINT drains connections (up to 10 s) and exits.
  */
 import { readFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -42,6 +42,8 @@ import { closeOnSignals } from '../lib/lifecycle.ts';
 import type { Closable } from '../lib/lifecycle.ts';
 import { createLogger } from '../lib/log.ts';
 import type { Logger } from '../lib/log.ts';
+import { accessTierStats, createPartMetrics, meteredSink } from '../lib/metrics/index.ts';
+import type { PartMetrics } from '../lib/metrics/index.ts';
 import { parseAuthority } from '../lib/net/target.ts';
 import { createPolicyDecider } from '../lib/policy/index.ts';
 import { DEFAULT_ACCESS_TIER_PORT, startAccessTier } from './access-tier.ts';
@@ -100,7 +102,7 @@ export function registerAccessTierCommand(program: Command, io: Partial<AccessTi
     .option('--ca <file>', 'without a control plane: the Causeway CA certificate (PEM)')
     .option('--events <file>', 'without a control plane: append access events here as JSON lines (default ./access-events.jsonl, or DIR/access-events.jsonl with --data-dir)')
     .option('--data-dir <dir>', 'directory for this access tier\'s files (with a control plane: identity, last good configuration, event spool)')
-    .option('--health-listen <host:port>', 'serve /healthz and /readyz here (keep it local)', parseListen)
+    .option('--health-listen <host:port>', 'serve /healthz, /readyz and /metrics here (keep it local)', parseListen)
     .option('--log-level <level>', 'log level for the JSON logs on stdout (debug, info, warn, error)', 'info')
     .action(async (flags: AccessTierFlags) => {
       await runAccessTier(flags, deps);
@@ -125,10 +127,17 @@ export async function runAccessTier(flags: AccessTierFlags, io: AccessTierComman
     await config.ready();
     const events = await JsonLinesFileSink.open({ path: eventsPath, logger });
     started.push(events);
-    const accessTier = await startAccessTier({ name, config, tls: { certPem, keyPem, caPem }, events, listen: flags.listen, logger });
+    const metrics = startMetrics(flags, started, logger);
+    const accessTier = await startAccessTier({ name, config, tls: { certPem, keyPem, caPem }, events: metrics === undefined ? events : meteredSink(events, metrics), listen: flags.listen, logger });
     started.push(accessTier);
+    metrics?.track({ stats: accessTierStats(accessTier), certificatePem: () => certPem });
     if (flags.healthListen !== undefined) {
-      started.push(await startHealthServer({ ...flags.healthListen, logger, check: () => ({ ready: true, status: 'ok', message: `serving configuration ${accessTier.stats().configVersion} from ${path.resolve(configFile)}` }) }));
+      started.push(await startHealthServer({
+        ...flags.healthListen,
+        logger,
+        check: () => ({ ready: true, status: 'ok', message: `serving configuration ${accessTier.stats().configVersion} from ${path.resolve(configFile)}` }),
+        ...(metrics === undefined ? {} : { metrics: () => metrics.scrape() }),
+      }));
     }
     logger.info({ address: accessTier.address(), events: eventsPath, config: path.resolve(configFile) }, 'access tier started');
     io.onStarted(started, accessTier, logger);
@@ -164,13 +173,21 @@ async function runJoinedAccessTier(flags: AccessTierFlags, controlPlaneUrl: stri
     }
     const events = await SpoolingEventSink.open({ files: nodeSpoolFiles(path.join(dataDir, 'events')), send: httpEventSender({ controlPlaneUrl, tls: () => joined.tls() }), logger });
     started.push(events);
+    const metrics = startMetrics(flags, started, logger);
+    metrics?.track({ config: () => joined.config.status(), certificatePem: () => joined.tls().certPem });
     if (flags.healthListen !== undefined) {
-      started.push(await startHealthServer({ ...flags.healthListen, logger, check: () => configStreamHealth(joined.config.status(), Date.now()) }));
+      started.push(await startHealthServer({
+        ...flags.healthListen,
+        logger,
+        check: () => configStreamHealth(joined.config.status(), Date.now()),
+        ...(metrics === undefined ? {} : { metrics: () => metrics.scrape() }),
+      }));
     }
     if (joined.config.current() === undefined) logger.info({ controlPlane: controlPlaneUrl }, 'waiting for the first configuration from the control plane');
     const decider = createPolicyDecider({ directory: principalDirectory, onError: (err) => logger.error({ err }, 'a policy decision failed; the connection was denied') });
-    const accessTier = await startAccessTier({ name: joined.name, config: joined.config, tls: joined.tls(), events, decider, listen: flags.listen, logger });
+    const accessTier = await startAccessTier({ name: joined.name, config: joined.config, tls: joined.tls(), events: metrics === undefined ? events : meteredSink(events, metrics), decider, listen: flags.listen, logger });
     started.push(accessTier);
+    metrics?.track({ stats: accessTierStats(accessTier) });
     joined.onRenewed((tls) => accessTier.setTls(tls));
     logger.info({ address: accessTier.address(), name: joined.name, controlPlane: controlPlaneUrl, dataDir }, 'access tier started');
     io.onStarted(started, accessTier, logger);
@@ -179,6 +196,14 @@ async function runJoinedAccessTier(flags: AccessTierFlags, controlPlaneUrl: stri
     for (const part of started.reverse()) await part.close().catch(() => undefined);
     throw err;
   }
+}
+
+/** The metrics /metrics serves, with --health-listen only (nothing scrapes them otherwise); closed with the other parts. */
+function startMetrics(flags: AccessTierFlags, started: Closable[], logger: Logger): PartMetrics | undefined {
+  if (flags.healthListen === undefined) return undefined;
+  const metrics = createPartMetrics('access-tier', { logger });
+  started.push({ close: () => Promise.resolve(metrics.close()) });
+  return metrics;
 }
 
 export function eventsPathFor(flags: Pick<AccessTierFlags, 'events' | 'dataDir'>, cwd: string): string {
