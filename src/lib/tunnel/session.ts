@@ -12,6 +12,7 @@ import type { Keepalive } from './keepalive.ts';
 import { TUNNEL_PSEUDO_URL } from './protocol.ts';
 import { DEFAULT_TUNNEL_LIMITS, tunnelClientSessionOptions, tunnelServerSessionOptions, widenSessionWindow } from './settings.ts';
 import type { TunnelLimits } from './settings.ts';
+import { TunnelTransport } from './transport.ts';
 
 export interface TunnelSessionOptions {
   limits?: TunnelLimits;
@@ -53,6 +54,15 @@ function guard<S extends Http2Session>(session: S, socket: TLSSocket, options: T
   return { session, keepalive };
 }
 
+/**
+ * See transport.ts. One end keeping its reads going is enough to break the deadlock, so only the
+ * connector's end pays for the JS transport; the access tier's session runs on the TLS socket
+ * directly (native reads and writes) and keeps Node's own guard against a flooding peer.
+ */
+function transportFor(socket: TLSSocket, limits: TunnelLimits): TunnelTransport {
+  return new TunnelTransport(socket, { maxQueuedBytes: limits.sessionWindow + 8 * 1024 * 1024 });
+}
+
 /** The access tier's end: an HTTP/2 client over the connector's accepted TLS socket. */
 export function openTunnelClient(socket: TLSSocket, options: TunnelSessionOptions = {}): TunnelSession<ClientHttp2Session> {
   const session = connect(TUNNEL_PSEUDO_URL, { ...tunnelClientSessionOptions(options.limits), createConnection: () => socket });
@@ -61,6 +71,7 @@ export function openTunnelClient(socket: TLSSocket, options: TunnelSessionOption
 
 /** The connector's end: an HTTP/2 server over the TLS socket it dialled to the access tier. */
 export function serveTunnel(socket: TLSSocket, options: TunnelSessionOptions = {}): TunnelSession<ServerHttp2Session> {
-  const session = performServerHandshake(socket, tunnelServerSessionOptions(options.limits));
+  const transport = transportFor(socket, options.limits ?? DEFAULT_TUNNEL_LIMITS);
+  const session = performServerHandshake(transport, tunnelServerSessionOptions(options.limits));
   return guard(session, socket, options);
 }

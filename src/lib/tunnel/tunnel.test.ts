@@ -5,6 +5,7 @@ import tls from 'node:tls';
 import { constants as h2 } from 'node:http2';
 import type { ClientHttp2Session, ServerHttp2Session } from 'node:http2';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { mtlsClientOptions, mtlsServerOptions } from '../pki/index.ts';
 import { dialBackend } from './dial.ts';
 import { freePort, makeTestPki, startBlackholeRelay, startEchoServer, startGreetingServer, eventually } from './harness.testing.ts';
@@ -289,6 +290,50 @@ void describe('tunnel sessions', { timeout: 120_000 }, () => {
     // The connection window was opened to 64 MiB (less the few bytes of this test's data in flight).
     assert.ok((pair.server.state.localWindowSize ?? 0) > DEFAULT_TUNNEL_LIMITS.sessionWindow - 1024);
     assert.ok((pair.client.state.localWindowSize ?? 0) > DEFAULT_TUNNEL_LIMITS.sessionWindow - 1024);
+  });
+
+  void test('bulk data both ways at once on one stream does not deadlock the tunnel (Node stops reading while its own write is pending)', async (t) => {
+    const size = 48 * 1024 * 1024;
+    const chunk = Buffer.alloc(64 * 1024, 7);
+    const pump = (stream: Duplex): void => {
+      let left = size;
+      const go = (): void => {
+        while (left > 0) {
+          left -= chunk.length;
+          if (!stream.write(chunk)) {
+            stream.once('drain', go);
+            return;
+          }
+        }
+        stream.end();
+      };
+      go();
+    };
+    const count = (stream: Duplex): Promise<number> =>
+      new Promise((resolve) => {
+        let n = 0;
+        stream.on('data', (c: Buffer) => {
+          n += c.length;
+        });
+        stream.once('end', () => resolve(n));
+      });
+    let serverReceived: Promise<number> = Promise.resolve(0);
+    const pair = await tunnelPair({
+      // Long keepalive: the deadlock must show as a stall, not be hidden by a reconnect.
+      session: { keepaliveTimeoutMs: 60_000 },
+      onStream: (s) =>
+        s.on('stream', (stream) => {
+          stream.respond({ ':status': 200 });
+          serverReceived = count(stream);
+          pump(stream);
+        }),
+    });
+    t.after(() => pair.close());
+    const stream = await openStream(pair.client);
+    const clientReceived = count(stream);
+    pump(stream);
+    assert.equal(await clientReceived, size);
+    assert.equal(await serverReceived, size);
   });
 
   void test('10,000 aborted streams (RST_STREAM CANCEL) on one tunnel leave it working', async (t) => {
