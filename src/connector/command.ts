@@ -19,8 +19,8 @@
  *   (cluster, allow-list) and dials every AccessTier of that cluster.
  *
  * This is an entry point: it reads files and the environment. Logs are JSON on stdout. With
- * --health-listen, /healthz and /readyz answer on that (local) address. SIGTERM or SIGINT drains
- * streams (up to 10 s) and exits.
+ * --health-listen, /healthz, /readyz and Prometheus /metrics (src/lib/metrics) answer on that
+ * (local) address. SIGTERM or SIGINT drains streams (up to 10 s) and exits.
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -37,6 +37,8 @@ import { closeOnSignals } from '../lib/lifecycle.ts';
 import type { Closable } from '../lib/lifecycle.ts';
 import { createLogger } from '../lib/log.ts';
 import type { Logger } from '../lib/log.ts';
+import { connectorStats, createPartMetrics } from '../lib/metrics/index.ts';
+import type { PartMetrics } from '../lib/metrics/index.ts';
 import { parseAuthority } from '../lib/net/target.ts';
 import { startConnector } from './connector.ts';
 import type { Connector } from './connector.ts';
@@ -84,7 +86,7 @@ export function registerConnectorCommand(program: Command, io: Partial<Connector
     .option('--join-token <token>', 'the single-use token from `causeway join-token create connector NAME` (first start only; also CAUSEWAY_JOIN_TOKEN)')
     .option('--ca-pin <sha256:hex>', 'the CA pin printed with the join token (first start only)')
     .option('--data-dir <dir>', 'with a control plane: where the connector keeps its identity and last good configuration')
-    .option('--health-listen <host:port>', 'serve /healthz and /readyz here (keep it local)', parseHealthListen)
+    .option('--health-listen <host:port>', 'serve /healthz, /readyz and /metrics here (keep it local)', parseHealthListen)
     .option('--name <name>', 'this connector\'s name (its Connector spec and certificate carry it); from files, required')
     .option('--config <file>', 'without a control plane: spec YAML with the Connector and AccessTier documents; reloaded when it changes')
     .option('--cert <file>', 'without a control plane: this connector\'s certificate (PEM)')
@@ -109,9 +111,13 @@ export async function runConnector(flags: ConnectorFlags, io: ConnectorCommandIo
   const started: Closable[] = [config];
   try {
     await config.ready();
+    const metrics = startMetrics(flags, started, logger);
     const connector = await startConnector({ name, config, tls: { certPem, keyPem, caPem }, logger });
     started.push(connector);
-    if (flags.healthListen !== undefined) started.push(await startHealthServer({ ...flags.healthListen, logger, check: () => tunnelHealth(connector) }));
+    metrics?.track({ stats: connectorStats(connector), certificatePem: () => certPem });
+    if (flags.healthListen !== undefined) {
+      started.push(await startHealthServer({ ...flags.healthListen, logger, check: () => tunnelHealth(connector), ...(metrics === undefined ? {} : { metrics: () => metrics.scrape() }) }));
+    }
     const status = connector.status();
     if (status.problem !== undefined) logger.warn({ problem: status.problem }, 'the connector has nothing to do yet');
     logger.info({ config: path.resolve(configFile), accessTiers: status.tunnels.map((t) => `${t.accessTier} ${t.address}`) }, 'connector started');
@@ -147,6 +153,8 @@ async function runJoinedConnector(flags: ConnectorFlags, controlPlaneUrl: string
       throw new UserError('connector-name-mismatch', `--name ${flags.name} does not match this connector's enrolled name "${joined.name}" (in ${dataDir}); drop --name or use another --data-dir`);
     }
     const current: { connector?: Connector } = {};
+    const metrics = startMetrics(flags, started, logger);
+    metrics?.track({ config: () => joined.config.status(), certificatePem: () => joined.tls().certPem });
     if (flags.healthListen !== undefined) {
       started.push(await startHealthServer({
         ...flags.healthListen,
@@ -157,12 +165,14 @@ async function runJoinedConnector(flags: ConnectorFlags, controlPlaneUrl: string
           const tunnels = tunnelHealth(current.connector);
           return tunnels.status === 'ok' ? config : { ...tunnels, details: { ...config.details, ...tunnels.details }, message: config.status === 'ok' ? tunnels.message : `${config.message}; ${tunnels.message}` };
         },
+        ...(metrics === undefined ? {} : { metrics: () => metrics.scrape() }),
       }));
     }
     if (joined.config.current() === undefined) logger.info({ controlPlane: controlPlaneUrl }, 'waiting for the first configuration from the control plane');
     const connector = await startConnector({ name: joined.name, config: joined.config, tls: joined.tls(), logger });
     current.connector = connector;
     started.push(connector);
+    metrics?.track({ stats: connectorStats(connector) });
     joined.onRenewed((tls) => connector.setTls(tls));
     const status = connector.status();
     if (status.problem !== undefined) logger.warn({ problem: status.problem }, 'the connector has nothing to do yet');
@@ -173,6 +183,14 @@ async function runJoinedConnector(flags: ConnectorFlags, controlPlaneUrl: string
     for (const part of started.reverse()) await part.close().catch(() => undefined);
     throw err;
   }
+}
+
+/** The metrics /metrics serves, with --health-listen only (nothing scrapes them otherwise); closed with the other parts. */
+function startMetrics(flags: ConnectorFlags, started: Closable[], logger: Logger): PartMetrics | undefined {
+  if (flags.healthListen === undefined) return undefined;
+  const metrics = createPartMetrics('connector', { logger });
+  started.push({ close: () => Promise.resolve(metrics.close()) });
+  return metrics;
 }
 
 /** Ready while at least one tunnel is up; degraded while some are down. */
