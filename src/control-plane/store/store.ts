@@ -77,7 +77,11 @@ export interface KyselyStoreOptions {
 interface Tx {
   trx: Transaction<Database>;
   at: string;
-  change(kind: string, name: string, op: 'put' | 'delete', version: number, object: ChangeObject | null, actor: string): Promise<number>;
+  /**
+   * A change to a record the config stream carries: its `changes` row (a put of `after`, or a
+   * delete when `after` is null) and its audit row. Returns the revision.
+   */
+  record(actor: string, action: string, kind: string, name: string, version: number, before: ChangeObject | null, after: ChangeObject | null): Promise<number>;
   audit(actor: string, action: string, kind: string, name: string, before: unknown, after: unknown): Promise<void>;
   /** The highest revision this transaction wrote. */
   revision: number | undefined;
@@ -125,13 +129,14 @@ export class KyselyStore implements Store {
         trx,
         at,
         revision: undefined,
-        change: async (kind, name, op, version, object, actor) => {
+        record: async (actor, action, kind, name, version, before, after) => {
           const row = await trx
             .insertInto('changes')
-            .values({ kind, name, op, version, object: object === null ? null : toJson(object), at, actor: storableString(actor) })
+            .values({ kind, name, op: after === null ? 'delete' : 'put', version, object: after === null ? null : toJson(after), at, actor: storableString(actor) })
             .returning('revision')
             .executeTakeFirstOrThrow();
           tx.revision = row.revision;
+          await tx.audit(actor, action, kind, name, before, after);
           return row.revision;
         },
         audit: async (actor, action, kind, name, before, after) => {
@@ -148,6 +153,13 @@ export class KyselyStore implements Store {
     });
     if (revision !== undefined) this.#announce(revision);
     return result;
+  }
+
+  /** A change-feed write on behalf of `options.actor`, given the version it expects to change. */
+  async #writeVersioned<T>(options: WriteOptions, fn: (tx: Tx, expected: number | undefined) => Promise<T>): Promise<T> {
+    checkActor(options);
+    const expected = checkExpectedVersion(options.expectedVersion);
+    return await this.#write(true, (tx) => fn(tx, expected));
   }
 
   #assertOpen(): void {
@@ -171,9 +183,7 @@ export class KyselyStore implements Store {
   }
 
   async putObject(input: ObjectInput, options: WriteOptions): Promise<PutObjectResult> {
-    checkActor(options);
-    const expected = checkExpectedVersion(options.expectedVersion);
-    return await this.#write(true, (tx) => this.#put(tx, input, expected, options.actor));
+    return await this.#writeVersioned(options, (tx, expected) => this.#put(tx, input, expected, options.actor));
   }
 
   async applyObjects(items: ApplyItem[], options: ActorOptions): Promise<PutObjectResult[]> {
@@ -206,8 +216,7 @@ export class KyselyStore implements Store {
         .where('version', '=', row.version)
         .executeTakeFirst();
       if (updated.numUpdatedRows !== 1n) throw versionConflict(`${kind} ${name}`, undefined, expected ?? row.version);
-      const revision = await tx.change(kind, name, 'put', after.version, after, actor);
-      await tx.audit(actor, 'update', kind, name, before, after);
+      const revision = await tx.record(actor, 'update', kind, name, after.version, before, after);
       return { object: after, result: 'changed', revision };
     }
     const object: StoredObject = { kind, name, metadata, spec, version: 1, createdAt: tx.at, createdBy: actor, updatedAt: tx.at, updatedBy: actor };
@@ -215,22 +224,18 @@ export class KyselyStore implements Store {
       .insertInto('objects')
       .values({ kind, name, metadata: toJson(metadata), spec: toJson(spec), version: 1, created_at: tx.at, created_by: storableString(actor), updated_at: tx.at, updated_by: storableString(actor) })
       .execute();
-    const revision = await tx.change(kind, name, 'put', 1, object, actor);
-    await tx.audit(actor, 'create', kind, name, null, object);
+    const revision = await tx.record(actor, 'create', kind, name, 1, null, object);
     return { object, result: 'created', revision };
   }
 
   async deleteObject(kind: string, name: string, options: WriteOptions): Promise<DeleteObjectResult> {
-    checkActor(options);
-    const expected = checkExpectedVersion(options.expectedVersion);
-    return await this.#write(true, async (tx) => {
+    return await this.#writeVersioned(options, async (tx, expected) => {
       const row = await tx.trx.selectFrom('objects').selectAll().where('kind', '=', kind).where('name', '=', name).executeTakeFirst();
       if (row === undefined) throw new UserError('NOT_FOUND', `${kind} ${name} does not exist`);
       checkVersion(`${kind} ${name}`, row.version, expected);
       const before = objectFromRow(row);
       await tx.trx.deleteFrom('objects').where('kind', '=', kind).where('name', '=', name).execute();
-      const revision = await tx.change(kind, name, 'delete', row.version, null, options.actor);
-      await tx.audit(options.actor, 'delete', kind, name, before, null);
+      const revision = await tx.record(options.actor, 'delete', kind, name, row.version, before, null);
       return { object: before, revision };
     });
   }
@@ -347,8 +352,7 @@ export class KyselyStore implements Store {
       };
       await tx.trx.insertInto('users').values(row).execute();
       const record = userFromRow(row);
-      await tx.change(USER_KIND, id, 'put', 1, record, options.actor);
-      await tx.audit(options.actor, 'create', USER_KIND, id, null, record);
+      await tx.record(options.actor, 'create', USER_KIND, id, 1, null, record);
       return record;
     });
   }
@@ -375,12 +379,8 @@ export class KyselyStore implements Store {
   }
 
   async updateUser(id: string, patch: UserPatch, options: WriteOptions): Promise<UserRecord> {
-    checkActor(options);
-    const expected = checkExpectedVersion(options.expectedVersion);
-    return await this.#write(true, async (tx) => {
-      const row = await tx.trx.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
-      if (row === undefined) throw new UserError('NOT_FOUND', `user ${id} does not exist`);
-      checkVersion(`user ${row.name}`, row.version, expected);
+    return await this.#writeVersioned(options, async (tx, expected) => {
+      const row = await userToChange(tx.trx, id, expected);
       const next: Selectable<UsersTable> = {
         ...row,
         name: patch.name === undefined ? row.name : requiredText(patch.name, 'name'),
@@ -403,29 +403,22 @@ export class KyselyStore implements Store {
       if (updated.numUpdatedRows !== 1n) throw versionConflict(`user ${row.name}`, undefined, row.version);
       const before = userFromRow(row);
       const after = userFromRow(next);
-      await tx.change(USER_KIND, id, 'put', after.version, after, options.actor);
-      await tx.audit(options.actor, 'update', USER_KIND, id, before, after);
+      await tx.record(options.actor, 'update', USER_KIND, id, after.version, before, after);
       return after;
     });
   }
 
   async deleteUser(id: string, options: WriteOptions): Promise<UserRecord> {
-    checkActor(options);
-    const expected = checkExpectedVersion(options.expectedVersion);
-    return await this.#write(true, async (tx) => {
-      const row = await tx.trx.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
-      if (row === undefined) throw new UserError('NOT_FOUND', `user ${id} does not exist`);
-      checkVersion(`user ${row.name}`, row.version, expected);
+    return await this.#writeVersioned(options, async (tx, expected) => {
+      const row = await userToChange(tx.trx, id, expected);
       const devices = await tx.trx.selectFrom('devices').selectAll().where('user_id', '=', id).orderBy('id').execute();
       for (const device of devices) {
         await tx.trx.deleteFrom('devices').where('id', '=', device.id).execute();
-        await tx.change(DEVICE_KIND, device.id, 'delete', device.version, null, options.actor);
-        await tx.audit(options.actor, 'delete', DEVICE_KIND, device.id, deviceFromRow(device), null);
+        await tx.record(options.actor, 'delete', DEVICE_KIND, device.id, device.version, deviceFromRow(device), null);
       }
       await tx.trx.deleteFrom('users').where('id', '=', id).execute();
       const before = userFromRow(row);
-      await tx.change(USER_KIND, id, 'delete', row.version, null, options.actor);
-      await tx.audit(options.actor, 'delete', USER_KIND, id, before, null);
+      await tx.record(options.actor, 'delete', USER_KIND, id, row.version, before, null);
       return before;
     });
   }
@@ -460,8 +453,7 @@ export class KyselyStore implements Store {
       };
       await tx.trx.insertInto('devices').values(row).execute();
       const record = deviceFromRow(row);
-      await tx.change(DEVICE_KIND, id, 'put', 1, record, options.actor);
-      await tx.audit(options.actor, 'create', DEVICE_KIND, id, null, record);
+      await tx.record(options.actor, 'create', DEVICE_KIND, id, 1, null, record);
       return record;
     });
   }
@@ -492,12 +484,8 @@ export class KyselyStore implements Store {
   }
 
   async #updateDevice(id: string, patch: DevicePatch, options: WriteOptions, action: string): Promise<DeviceRecord> {
-    checkActor(options);
-    const expected = checkExpectedVersion(options.expectedVersion);
-    return await this.#write(true, async (tx) => {
-      const row = await tx.trx.selectFrom('devices').selectAll().where('id', '=', id).executeTakeFirst();
-      if (row === undefined) throw new UserError('NOT_FOUND', `device ${id} does not exist`);
-      checkVersion(`device ${id}`, row.version, expected);
+    return await this.#writeVersioned(options, async (tx, expected) => {
+      const row = await deviceToChange(tx.trx, id, expected);
       const set = {
         os_version: patch.osVersion === undefined ? row.os_version : optionalText(patch.osVersion, 'osVersion'),
         serial: patch.serial === undefined ? row.serial : optionalText(patch.serial, 'serial'),
@@ -520,23 +508,17 @@ export class KyselyStore implements Store {
       if (updated.numUpdatedRows !== 1n) throw versionConflict(`device ${id}`, undefined, row.version);
       const before = deviceFromRow(row);
       const after = deviceFromRow({ ...row, ...set, version, updated_at: tx.at, updated_by: storableString(options.actor) });
-      await tx.change(DEVICE_KIND, id, 'put', version, after, options.actor);
-      await tx.audit(options.actor, action, DEVICE_KIND, id, before, after);
+      await tx.record(options.actor, action, DEVICE_KIND, id, version, before, after);
       return after;
     });
   }
 
   async unregisterDevice(id: string, options: WriteOptions): Promise<DeviceRecord> {
-    checkActor(options);
-    const expected = checkExpectedVersion(options.expectedVersion);
-    return await this.#write(true, async (tx) => {
-      const row = await tx.trx.selectFrom('devices').selectAll().where('id', '=', id).executeTakeFirst();
-      if (row === undefined) throw new UserError('NOT_FOUND', `device ${id} does not exist`);
-      checkVersion(`device ${id}`, row.version, expected);
+    return await this.#writeVersioned(options, async (tx, expected) => {
+      const row = await deviceToChange(tx.trx, id, expected);
       await tx.trx.deleteFrom('devices').where('id', '=', id).execute();
       const before = deviceFromRow(row);
-      await tx.change(DEVICE_KIND, id, 'delete', row.version, null, options.actor);
-      await tx.audit(options.actor, 'delete', DEVICE_KIND, id, before, null);
+      await tx.record(options.actor, 'delete', DEVICE_KIND, id, row.version, before, null);
       return before;
     });
   }
@@ -699,8 +681,7 @@ export class KyselyStore implements Store {
         await tx.trx.updateTable('certificates').set({ revoked_at: tx.at, revoked_by: actor, reason }).where('serial', '=', key).execute();
       }
       const after = certificateFromRow(next);
-      await tx.change(CERTIFICATE_KIND, key, 'put', 1, after, options.actor);
-      await tx.audit(options.actor, 'revoke', CERTIFICATE_KIND, key, row === undefined ? null : certificateFromRow(row), after);
+      await tx.record(options.actor, 'revoke', CERTIFICATE_KIND, key, 1, row === undefined ? null : certificateFromRow(row), after);
       return after;
     });
   }
@@ -803,9 +784,7 @@ export class KyselyStore implements Store {
       q = q.where((eb) => eb.or([eb('time', '<', c.time), eb.and([eb('time', '=', c.time), eb('id', '<', c.id)])]));
     }
     const rows = await q.orderBy('time', 'desc').orderBy('id', 'desc').limit(limit + 1).execute();
-    const page = rows.slice(0, limit);
-    const last = page.at(-1);
-    return { events: page.map((r) => fromJson<AccessEvent>(r.event)), next: rows.length > limit && last !== undefined ? encodeCursor(last.time, last.id) : undefined };
+    return pageOf(rows, limit, (r) => r.time, (r) => fromJson<AccessEvent>(r.event));
   }
 
   async queryAuditEvents(query: AuditEventQuery = {}): Promise<Page<AuditEvent>> {
@@ -823,9 +802,7 @@ export class KyselyStore implements Store {
       q = q.where((eb) => eb.or([eb('at', '<', c.time), eb.and([eb('at', '=', c.time), eb('id', '<', c.id)])]));
     }
     const rows = await q.orderBy('at', 'desc').orderBy('id', 'desc').limit(limit + 1).execute();
-    const page = rows.slice(0, limit);
-    const last = page.at(-1);
-    return { events: page.map(auditFromRow), next: rows.length > limit && last !== undefined ? encodeCursor(last.at, last.id) : undefined };
+    return pageOf(rows, limit, (r) => r.at, auditFromRow);
   }
 
   // --- lifecycle ---------------------------------------------------------------------------------
@@ -906,6 +883,29 @@ function checkSetting(key: string, value: string): void {
   if (value.includes('PRIVATE KEY')) {
     throw new CausewayError('PLAINTEXT_KEY_REFUSED', `refusing to store a PEM private key in setting ${key}: keys are stored encrypted (CP-16); this is a bug`);
   }
+}
+
+/** The user a write is about to change, at the version it expects. */
+async function userToChange(trx: Transaction<Database>, id: string, expected: number | undefined): Promise<Selectable<UsersTable>> {
+  const row = await trx.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
+  if (row === undefined) throw new UserError('NOT_FOUND', `user ${id} does not exist`);
+  checkVersion(`user ${row.name}`, row.version, expected);
+  return row;
+}
+
+/** The device a write is about to change, at the version it expects. */
+async function deviceToChange(trx: Transaction<Database>, id: string, expected: number | undefined): Promise<Selectable<DevicesTable>> {
+  const row = await trx.selectFrom('devices').selectAll().where('id', '=', id).executeTakeFirst();
+  if (row === undefined) throw new UserError('NOT_FOUND', `device ${id} does not exist`);
+  checkVersion(`device ${id}`, row.version, expected);
+  return row;
+}
+
+/** The first `limit` of `rows` (newest first, read one beyond the page) as a page, with the cursor to the next. */
+function pageOf<R extends { id: string }, E>(rows: R[], limit: number, time: (row: R) => string, toEvent: (row: R) => E): Page<E> {
+  const page = rows.slice(0, limit);
+  const last = page.at(-1);
+  return { events: page.map(toEvent), next: rows.length > limit && last !== undefined ? encodeCursor(time(last), last.id) : undefined };
 }
 
 async function maxRevision(db: Kysely<Database> | Transaction<Database>): Promise<number> {
