@@ -288,6 +288,10 @@ void test('each metrics object has its own registry (or the one it is given), wi
 void test('the scrape is the Prometheus text format with HELP and TYPE for every metric', async () => {
   const metrics = quiet('connector');
   try {
+    assert.doesNotMatch((await metrics.scrape()).body, /causeway_cert_expiry_seconds/, 'no expiry until there is a certificate to read');
+    const pki = await makeTestPki();
+    const cert = await pki.issue('connector', { name: 'dc1' });
+    metrics.track({ certificatePem: () => cert.certPem });
     const { contentType, body } = await metrics.scrape();
     assert.match(contentType, /^text\/plain; version=0\.0\.4/);
     const names = [

@@ -18,6 +18,7 @@
  *   causeway_config_stale                               1 while serving the last good configuration through
  *                                                       a control-plane outage
  *   causeway_cert_expiry_seconds                        seconds until the part's own certificate expires
+ *                                                       (once `track` names the certificate)
  *   (and prom-client's default process_* and nodejs_* metrics)
  *
  * Where the numbers come from, so that nothing is added to the per-byte data path:
@@ -176,6 +177,7 @@ class PartMetricsImpl implements PartMetrics {
   readonly #open = new Map<string, OpenStream>();
   readonly #onStream: (message: unknown) => void;
   #certificate: { pem: string; notAfter: number } | undefined;
+  #expiry: Gauge | undefined;
   #closed = false;
 
   constructor(part: MetricsPart, opts: PartMetricsOptions) {
@@ -295,16 +297,6 @@ class PartMetricsImpl implements PartMetrics {
           stale.set(this.#sources.config?.()?.stale === true ? 1 : 0);
         }),
     });
-    const expiry: Gauge = new Gauge({
-      name: 'causeway_cert_expiry_seconds',
-      help: 'Seconds until this part\'s own certificate expires (negative once expired)',
-      registers,
-      collect: () =>
-        this.#safely('certificate expiry', () => {
-          const notAfter = this.#notAfter();
-          if (notAfter !== undefined) expiry.set((notAfter - this.#clock.now()) / 1000);
-        }),
-    });
 
     this.#onStream = (message) => this.#stream(message);
     subscribe(TUNNEL_STREAM_CHANNEL, this.#onStream);
@@ -328,7 +320,23 @@ class PartMetricsImpl implements PartMetrics {
   track(sources: PartSources): void {
     if (sources.stats !== undefined) this.#sources.stats = sources.stats;
     if (sources.config !== undefined) this.#sources.config = sources.config;
-    if (sources.certificatePem !== undefined) this.#sources.certificatePem = sources.certificatePem;
+    if (sources.certificatePem !== undefined) {
+      this.#sources.certificatePem = sources.certificatePem;
+      // Registered once there is a certificate to read: an unlabelled gauge always has a value, and 0 would say "expired now".
+      if (this.#expiry === undefined) {
+        const expiry: Gauge = new Gauge({
+          name: 'causeway_cert_expiry_seconds',
+          help: 'Seconds until this part\'s own certificate expires (negative once expired)',
+          registers: [this.registry],
+          collect: () =>
+            this.#safely('certificate expiry', () => {
+              const notAfter = this.#notAfter();
+              if (notAfter !== undefined) expiry.set((notAfter - this.#clock.now()) / 1000);
+            }),
+        });
+        this.#expiry = expiry;
+      }
+    }
   }
 
   async scrape(): Promise<{ contentType: string; body: string }> {
