@@ -1,8 +1,11 @@
 /**
- * Prometheus /metrics of the access tier and the connector, as an operator gets them: both started by
- * their commands from spec files with --health-listen, in this process (as the quickstart runs
- * them), one allowed connection through the connector tunnel, one denied by the access tier and one
- * refused by the connector's own allow-list, then both listeners scraped.
+ * Prometheus /metrics of the access tier and the connector, as an operator gets them, both started by
+ * their commands with --health-listen, in this process (as the quickstart runs them):
+ *
+ * - from spec files: one allowed connection through the connector tunnel, one denied by the access
+ *   tier and one refused by the connector's own allow-list, then both listeners scraped;
+ * - joined to a control plane: the revision enforced, and `causeway_config_stale` while the control
+ *   plane is down.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,6 +17,11 @@ import { Command } from 'commander';
 import { registerAccessTierCommand } from '../../src/access-tier/command.ts';
 import type { AccessTier } from '../../src/access-tier/index.ts';
 import { runConnector } from '../../src/connector/command.ts';
+import { enrollmentPlugin } from '../../src/control-plane/enroll/index.ts';
+import { eventsIngestPlugin } from '../../src/control-plane/events-ingest/index.ts';
+import { applySpecs, baseSpecs, startTestControlPlane } from '../../src/control-plane/stream/harness.testing.ts';
+import type { TestPlugin } from '../../src/control-plane/stream/harness.testing.ts';
+import { configStreamPlugin } from '../../src/control-plane/stream/index.ts';
 import type { Closable } from '../../src/lib/lifecycle.ts';
 import { parseExposition } from '../../src/lib/metrics/prometheus-text.testing.ts';
 import type { Exposition } from '../../src/lib/metrics/prometheus-text.testing.ts';
@@ -167,4 +175,88 @@ void test('the access tier and the connector serve /metrics on --health-listen, 
   assert.equal(atConnector.value('causeway_decisions_total', { result: 'deny', reason: 'unknown-service' }), undefined);
   assert.equal((await fetch(`${edgeUrl}/healthz`)).status, 200);
   assert.equal((await fetch(`${connectorUrl}/readyz`)).status, 200);
+});
+
+void test('joined to a control plane, /metrics says which revision each part enforces, and that it is stale while the control plane is down', { timeout: 90_000 }, async (t) => {
+  const plugins: TestPlugin[] = [(app, o) => configStreamPlugin(app, o), (app, o) => enrollmentPlugin(app, o), (app, o) => eventsIngestPlugin(app, o)];
+  const cp = await startTestControlPlane({ plugins });
+  t.after(() => cp.close());
+  await applySpecs(cp, baseSpecs());
+  const joinToken = async (kind: 'access-tier' | 'connector', name: string): Promise<{ token: string; caPin: string }> => {
+    const r = await cp.api('POST', '/api/v1/join-tokens', { kind, name });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    return r.body as { token: string; caPin: string };
+  };
+
+  const edgeJoin = await joinToken('access-tier', 'edge-1');
+  let accessTierParts: Closable[] = [];
+  let accessTier: AccessTier | undefined;
+  const program = new Command('causeway').exitOverride();
+  registerAccessTierCommand(program, {
+    cwd: () => dir,
+    env: () => ({}),
+    logDestination: discard(),
+    onStarted: (parts, started) => {
+      accessTierParts = parts;
+      accessTier = started;
+    },
+  });
+  t.after(async () => {
+    for (const part of [...accessTierParts].reverse()) await part.close();
+  });
+  await program.parseAsync(['node', 'causeway', 'access-tier', '--control-plane', cp.url, '--join-token', edgeJoin.token, '--ca-pin', edgeJoin.caPin, '--data-dir', 'joined-edge', '--listen', '127.0.0.1:0', '--health-listen', '127.0.0.1:0']);
+  assert.ok(accessTier !== undefined);
+  const edge = accessTier;
+  const edgeUrl = healthUrl(accessTierParts);
+  await applySpecs(cp, [{ apiVersion: 'causeway/v1', kind: 'AccessTier', metadata: { name: 'edge-1' }, spec: { cluster: 'c1', address: `127.0.0.1:${edge.port()}` } }]);
+
+  const dcJoin = await joinToken('connector', 'dc1');
+  let connectorParts: Closable[] = [];
+  t.after(async () => {
+    for (const part of [...connectorParts].reverse()) await part.close();
+  });
+  await runConnector(
+    { controlPlane: cp.url, joinToken: dcJoin.token, caPin: dcJoin.caPin, dataDir: 'joined-dc1', logLevel: 'info', healthListen: { host: '127.0.0.1', port: 0 } },
+    {
+      cwd: () => dir,
+      env: () => ({}),
+      logDestination: discard(),
+      onStarted: (parts) => {
+        connectorParts = parts;
+      },
+    },
+  );
+  const connectorUrl = healthUrl(connectorParts);
+  await eventually(() => (edge.stats().tunnels.length === 1 ? true : undefined), 15_000, 'the connector tunnel');
+
+  const following = async (url: string): Promise<Exposition> =>
+    eventually(async () => {
+      const m = await scrape(url);
+      return (m.value('causeway_config_revision') ?? 0) > 0 && m.value('causeway_config_stale') === 0 && m.value('causeway_tunnels', { state: 'up' }) === 1 ? m : undefined;
+    }, 15_000, `${url} following the control plane`);
+  const [edgeBefore, connectorBefore] = [await following(edgeUrl), await following(connectorUrl)];
+  for (const m of [edgeBefore, connectorBefore]) {
+    const expiry = m.value('causeway_cert_expiry_seconds') ?? 0;
+    assert.ok(expiry > 3600 && expiry <= 24 * 3600 + 600, `the enrolled certificate expires in about a day: ${expiry}`);
+    assert.equal(m.all('causeway_config_info').length, 1);
+  }
+
+  await cp.stop();
+  let restarted = false;
+  try {
+    const stale = async (url: string): Promise<Exposition> =>
+      eventually(async () => {
+        const m = await scrape(url);
+        return m.value('causeway_config_stale') === 1 ? m : undefined;
+      }, 15_000, `${url} saying its configuration is stale`);
+    const [edgeStale, connectorStale] = [await stale(edgeUrl), await stale(connectorUrl)];
+    // The last good configuration is still the one enforced.
+    assert.ok((edgeStale.value('causeway_config_revision') ?? 0) >= (edgeBefore.value('causeway_config_revision') ?? 0));
+    assert.deepEqual(connectorStale.all('causeway_config_info').map((s) => s.labels), connectorBefore.all('causeway_config_info').map((s) => s.labels));
+    await cp.start();
+    restarted = true;
+    await following(edgeUrl);
+  } finally {
+    if (!restarted) await cp.start();
+  }
 });
