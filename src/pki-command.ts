@@ -7,15 +7,15 @@
  *   ca.key          the CA key, encrypted PKCS#8 (0600)
  *   ca-passphrase   the passphrase, only when neither --passphrase-file nor CAUSEWAY_CA_PASSPHRASE gave one (0600)
  */
-import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
+import { PASSPHRASE_ENV, exists, readPassphraseFile, writeNew, writeNewPassphrase, writeReplacing } from './cli-files.ts';
 import { UserError, errorCode } from './lib/errors.ts';
 import { CERT_TYPES, CertificateAuthority, isCertType, issueKeyAndCert } from './lib/pki/index.ts';
 import type { CertIdentity, CertType } from './lib/pki/index.ts';
 
-export const PASSPHRASE_ENV = 'CAUSEWAY_CA_PASSPHRASE';
+export { PASSPHRASE_ENV, readPassphraseFile };
 const CA_CERT = 'ca.crt';
 const CA_KEY = 'ca.key';
 const CA_PASSPHRASE = 'ca-passphrase';
@@ -35,45 +35,6 @@ export interface InitCaResult {
   generatedPassphrasePath?: string;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (err) {
-    if (errorCode(err) === 'ENOENT') return false;
-    throw err;
-  }
-}
-
-/** Reads a passphrase file; one trailing newline is not part of the passphrase. */
-export async function readPassphraseFile(path: string): Promise<string> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw new UserError('CA_PASSPHRASE_FILE', `Cannot read the CA passphrase file ${path}: ${errorCode(err) ?? 'error'}. Check the path and its permissions.`, { cause: err });
-  }
-  return text.replace(/\r?\n$/, '');
-}
-
-/** Writes a new file only if nothing is there yet, with the given mode whatever the umask. */
-async function writeNew(path: string, data: string, mode: number): Promise<void> {
-  await writeFile(path, data, { flag: 'wx', mode });
-  await chmod(path, mode);
-}
-
-/** Replaces a file atomically (temp file, then rename), with the given mode from the start. */
-async function writeReplacing(path: string, data: string, mode: number): Promise<void> {
-  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
-  try {
-    await writeNew(tmp, data, mode);
-    await rename(tmp, path);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
-}
-
 /** Creates a CA in `dir` (see the module comment), refusing to replace an existing one. */
 export async function initCaDirWithDetails(dir: string, opts: CaDirOptions = {}): Promise<InitCaResult> {
   const env = opts.env ?? process.env;
@@ -89,8 +50,7 @@ export async function initCaDirWithDetails(dir: string, opts: CaDirOptions = {})
   let generatedPassphrasePath: string | undefined;
   if (passphrase === undefined && (await exists(passphrasePath))) passphrase = await readPassphraseFile(passphrasePath);
   if (passphrase === undefined) {
-    passphrase = randomBytes(32).toString('base64url');
-    await writeNew(passphrasePath, `${passphrase}\n`, 0o600);
+    passphrase = await writeNewPassphrase(passphrasePath);
     generatedPassphrasePath = passphrasePath;
   }
 

@@ -20,10 +20,11 @@
  * specs, kubeconfigs and token are then written afresh.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseAllDocuments, stringify } from 'yaml';
-import { UserError, errorCode } from './lib/errors.ts';
+import { exists, writeReplacing } from './cli-files.ts';
+import { UserError } from './lib/errors.ts';
 import { issueKeyAndCert } from './lib/pki/index.ts';
 import type { CertificateAuthority, CertIdentity, CertType } from './lib/pki/index.ts';
 import { formatProblems, parseSpecDocuments, validateReferences } from './lib/spec/index.ts';
@@ -70,29 +71,6 @@ export function quickstartPaths(dataDir: string): QuickstartPaths {
   };
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (err) {
-    if (errorCode(err) === 'ENOENT') return false;
-    throw err;
-  }
-}
-
-/** Replaces a file atomically, with `mode` from the start whatever the umask. */
-async function writeAtomic(path: string, data: string, mode: number): Promise<void> {
-  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
-  try {
-    await writeFile(tmp, data, { flag: 'wx', mode });
-    await chmod(tmp, mode);
-    await rename(tmp, path);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
-}
-
 export interface QuickstartData {
   paths: QuickstartPaths;
   ca: CertificateAuthority;
@@ -117,7 +95,7 @@ async function ensureToken(paths: QuickstartPaths, fresh: boolean): Promise<stri
     if (token !== '') return token;
   }
   const token = `demo-${randomBytes(18).toString('base64url')}`;
-  await writeAtomic(paths.token, `${token}\n`, 0o600);
+  await writeReplacing(paths.token, `${token}\n`, 0o600);
   return token;
 }
 
@@ -136,8 +114,8 @@ export async function issueToFiles(
 ): Promise<IssuedMaterial> {
   const issued = await issueKeyAndCert(data.ca, req);
   await mkdir(data.paths.certs, { recursive: true, mode: 0o700 });
-  await writeAtomic(join(data.paths.certs, `${base}.key`), issued.keyPem, 0o600);
-  await writeAtomic(join(data.paths.certs, `${base}.crt`), issued.certPem, 0o644);
+  await writeReplacing(join(data.paths.certs, `${base}.key`), issued.keyPem, 0o600);
+  await writeReplacing(join(data.paths.certs, `${base}.crt`), issued.certPem, 0o644);
   return { certPem: issued.certPem, keyPem: issued.keyPem, caPem: issued.caPem, notAfter: issued.notAfter };
 }
 
@@ -233,7 +211,7 @@ export async function writeQuickstartSpecs(data: QuickstartData, at: RuntimeAddr
   const before = !data.caCreated && (await exists(specs)) ? await readFile(specs, 'utf8') : undefined;
   const text = before === undefined ? initialSpecs(data.ca.certPem, at) : patchSpecs(before, specs, at);
   const objects = parseSpecsOrThrow(text, specs);
-  if (text !== before) await writeAtomic(specs, text, 0o644);
+  if (text !== before) await writeReplacing(specs, text, 0o644);
   return objects;
 }
 
@@ -259,6 +237,6 @@ export function quickstartKubeconfig(caPem: string, token: string, proxyUrl?: st
  */
 export async function writeQuickstartKubeconfigs(data: QuickstartData, proxyUrl: string): Promise<void> {
   const { kubeconfig, proxyUrlKubeconfig } = data.paths;
-  if (data.caCreated || !(await exists(kubeconfig))) await writeAtomic(kubeconfig, quickstartKubeconfig(data.ca.certPem, data.token), 0o600);
-  await writeAtomic(proxyUrlKubeconfig, quickstartKubeconfig(data.ca.certPem, data.token, proxyUrl), 0o600);
+  if (data.caCreated || !(await exists(kubeconfig))) await writeReplacing(kubeconfig, quickstartKubeconfig(data.ca.certPem, data.token), 0o600);
+  await writeReplacing(proxyUrlKubeconfig, quickstartKubeconfig(data.ca.certPem, data.token, proxyUrl), 0o600);
 }

@@ -13,14 +13,14 @@
  * Parts reach the routes of PEER_PLUGINS (config stream, enrollment, event batches) on the same listener with their
  * certificates or join tokens.
  */
-import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import type { Command } from 'commander';
 import type { FastifyPluginAsync } from 'fastify';
-import { UserError, errorCode } from '../lib/errors.ts';
+import { PASSPHRASE_ENV, exists, readPassphraseFile, writeNewPassphrase, writeReplacing } from '../cli-files.ts';
+import { UserError } from '../lib/errors.ts';
 import type { Closable } from '../lib/lifecycle.ts';
 import { closeOnSignals } from '../lib/lifecycle.ts';
 import { createLogger } from '../lib/log.ts';
@@ -34,7 +34,7 @@ import { enrollmentPlugin } from './enroll/index.ts';
 import { eventsIngestPlugin } from './events-ingest/index.ts';
 import { configStreamPlugin } from './stream/index.ts';
 
-export const PASSPHRASE_ENV = 'CAUSEWAY_CA_PASSPHRASE';
+export { PASSPHRASE_ENV };
 export const DEFAULT_DATA_DIR = './causeway-data';
 export const DEFAULT_LISTEN = '0.0.0.0:8440';
 export const DEFAULT_METRICS_LISTEN = '127.0.0.1:9090';
@@ -197,47 +197,17 @@ async function resolvePassphrase(flags: ServerFlags, io: Pick<ServerCommandIo, '
   if (await storedCaExists(store)) {
     throw new UserError('CA_PASSPHRASE_MISSING', `The database already holds a CA, created by another server: give this one the same passphrase with --ca-passphrase-file or ${PASSPHRASE_ENV}.`);
   }
-  const passphrase = randomBytes(32).toString('base64url');
-  await writeFile(path, `${passphrase}\n`, { flag: 'wx', mode: 0o600 });
-  await chmod(path, 0o600);
+  const passphrase = await writeNewPassphrase(path);
   logger.info({ path }, 'generated the CA key passphrase into this file (mode 0600); keep it apart from database backups, and give the same one to every replica');
   io.print(`CA key passphrase: generated into ${path} (mode 0600). Back it up apart from the database.`);
   return passphrase;
 }
 
+/** The server refuses an empty passphrase file (`causeway ca` takes what the file holds). */
 async function readPassphrase(path: string): Promise<string> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw new UserError('CA_PASSPHRASE_FILE', `Cannot read the CA passphrase file ${path}: ${errorCode(err) ?? 'error'}. Check the path and its permissions.`, { cause: err });
-  }
-  const passphrase = text.replace(/\r?\n$/, '');
+  const passphrase = await readPassphraseFile(path);
   if (passphrase === '') throw new UserError('CA_PASSPHRASE_EMPTY', `The CA passphrase file ${path} is empty.`);
   return passphrase;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (err) {
-    if (errorCode(err) === 'ENOENT') return false;
-    throw err;
-  }
-}
-
-/** Replaces a file atomically with the given mode from the start. */
-async function writeReplacing(path: string, data: string, mode: number): Promise<void> {
-  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
-  try {
-    await writeFile(tmp, data, { flag: 'wx', mode });
-    await chmod(tmp, mode);
-    await rename(tmp, path);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
 }
 
 /** `HOST:PORT`, `[::1]:PORT` or `:PORT` (all addresses). */
