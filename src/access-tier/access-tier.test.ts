@@ -444,6 +444,17 @@ void describe('access tier: certificates', { timeout: 60_000 }, () => {
     destroyResult(again);
   });
 
+  void test('AT-13 a PROXY-protocol header (no load balancer is configured) is refused at the handshake and changes nothing', async () => {
+    const before = t.events.events.length;
+    const socket = net.connect({ host: '127.0.0.1', port: t.port });
+    socket.on('error', () => undefined);
+    socket.write('PROXY TCP4 203.0.113.7 127.0.0.1 51000 8443\r\n');
+    await new Promise((r) => socket.once('close', r));
+    const event = await eventAfter(t, before, (e) => e.decision === 'deny');
+    assert.match(event.reasons[0] ?? '', /^tls-/);
+    assert.match(event.source, /^127\.0\.0\.1:/);
+  });
+
   void test('a client offering only ALPN protocols we do not speak is refused at the handshake and recorded', async () => {
     const r = await t.chain({ alpn: ['h2'], connect: 'kube.example.com:443' });
     assert.equal(r.kind, 'failed');
