@@ -3,4 +3,6 @@ export { createTokenVerifier, DEFAULT_ALGORITHMS, DEFAULT_CLOCK_TOLERANCE_SEC, D
 export type { TokenVerifier, TokenVerifierOptions, TokenVerifierEvent, VerifiedToken } from './verify.ts';
 export type { TokenAlgorithm, TokenErrorCode } from './token.ts';
 export { TOKEN_ALGORITHMS } from './token.ts';
+export { mapClaims, AUTHENTICATED_GROUP } from './claims.ts';
+export type { ClaimMapping, MappedIdentity } from './claims.ts';
 export { createIssuerFetch } from './fetch.ts';
