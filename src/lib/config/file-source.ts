@@ -9,6 +9,7 @@ import { formatProblems, parseSpecDocuments, validateReferences } from '../spec/
 import type { SpecProblem } from '../spec/index.ts';
 import { snapshotFromObjects } from './snapshot.ts';
 import type { ConfigSnapshot, ConfigSource } from './snapshot.ts';
+import { SnapshotSubscribers } from './subscribers.ts';
 
 export interface FileConfigSourceOptions {
   /** A multi-document spec YAML file, the format `causeway apply -f` takes. */
@@ -42,7 +43,7 @@ export class FileConfigSource implements ConfigSource {
   readonly #logger: Logger;
   readonly #debounceMs: number;
   readonly #read: (path: string) => Promise<string>;
-  readonly #listeners = new Set<(snapshot: ConfigSnapshot) => void>();
+  readonly #subscribers = new SnapshotSubscribers();
   readonly #first: Promise<ConfigSnapshot>;
   #current: ConfigSnapshot | undefined;
   #lastText: string | undefined;
@@ -78,10 +79,7 @@ export class FileConfigSource implements ConfigSource {
   }
 
   subscribe(listener: (snapshot: ConfigSnapshot) => void): () => void {
-    this.#listeners.add(listener);
-    return () => {
-      this.#listeners.delete(listener);
-    };
+    return this.#subscribers.subscribe(listener);
   }
 
   ready(): Promise<ConfigSnapshot> {
@@ -115,7 +113,7 @@ export class FileConfigSource implements ConfigSource {
     this.#watcher = undefined;
     clearInterval(this.#poll);
     clearTimeout(this.#debounce);
-    this.#listeners.clear();
+    this.#subscribers.clear();
     await this.#first.catch(() => undefined);
     await this.#loading;
   }
@@ -189,13 +187,7 @@ export class FileConfigSource implements ConfigSource {
       { path: this.#path, version: snapshot.version, previous, services: snapshot.services.length, policies: snapshot.policies.length, roles: snapshot.roles.length },
       'configuration loaded',
     );
-    for (const listener of [...this.#listeners]) {
-      try {
-        listener(snapshot);
-      } catch (err) {
-        this.#logger.error({ err, version: snapshot.version }, 'a configuration listener failed');
-      }
-    }
+    this.#subscribers.notify(snapshot, (err) => this.#logger.error({ err, version: snapshot.version }, 'a configuration listener failed'));
     return { ok: true, snapshot };
   }
 

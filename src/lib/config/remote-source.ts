@@ -34,6 +34,7 @@ import { specSchemas } from '../spec/index.ts';
 import type { SpecObject } from '../spec/index.ts';
 import { deepFreeze } from './snapshot.ts';
 import type { ConfigSnapshot, ConfigSource } from './snapshot.ts';
+import { FirstSnapshotWaiters, SnapshotSubscribers } from './subscribers.ts';
 import {
   CONFIG_STREAM_PATH, DEVICE_CHANGE_KIND, HEARTBEAT_INTERVAL_MS, MAX_RECORD_BYTES, REVOKED_CERTIFICATE_CHANGE_KIND, STREAMED_SPEC_KINDS, USER_CHANGE_KIND,
   decodeRecord, deviceState, encodeRecord, isStreamedSpecKind, userState, wireDeviceSchema, wireUserSchema,
@@ -275,8 +276,8 @@ export class RemoteConfigSource implements ConfigSource {
   readonly #logger: Logger;
   readonly #clock: Clock;
   readonly #state: StreamState;
-  readonly #listeners = new Set<(snapshot: ConfigSnapshot) => void>();
-  readonly #waiters: Array<{ resolve: (s: ConfigSnapshot) => void; reject: (e: Error) => void }> = [];
+  readonly #subscribers = new SnapshotSubscribers();
+  readonly #waiters = new FirstSnapshotWaiters();
   readonly #stop = new AbortController();
   #hasState = false;
   #revision: number | undefined;
@@ -309,16 +310,11 @@ export class RemoteConfigSource implements ConfigSource {
   }
 
   subscribe(listener: (snapshot: ConfigSnapshot) => void): () => void {
-    this.#listeners.add(listener);
-    return () => {
-      this.#listeners.delete(listener);
-    };
+    return this.#subscribers.subscribe(listener);
   }
 
   ready(): Promise<ConfigSnapshot> {
-    if (this.#current !== undefined) return Promise.resolve(this.#current);
-    if (this.#closed) return Promise.reject(closedError());
-    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
+    return this.#waiters.wait(this.#current, this.#closed);
   }
 
   status(): RemoteConfigStatus {
@@ -342,12 +338,12 @@ export class RemoteConfigSource implements ConfigSource {
     this.#closed = true;
     this.#stop.abort();
     this.#abortStream?.();
-    for (const waiter of this.#waiters.splice(0)) waiter.reject(closedError());
+    this.#waiters.rejectClosed();
     await this.#running;
     clearTimeout(this.#persistTimer);
     await this.#persisting;
     if (this.#dirty) await this.#persistNow();
-    this.#listeners.clear();
+    this.#subscribers.clear();
   }
 
   async #run(): Promise<void> {
@@ -573,15 +569,9 @@ export class RemoteConfigSource implements ConfigSource {
       this.#dirty = true;
       this.#schedulePersist();
     }
-    for (const waiter of this.#waiters.splice(0)) waiter.resolve(snapshot);
+    this.#waiters.resolve(snapshot);
     if (same) return;
-    for (const listener of [...this.#listeners]) {
-      try {
-        listener(snapshot);
-      } catch (err) {
-        this.#logger.error({ err }, 'a configuration listener failed');
-      }
-    }
+    this.#subscribers.notify(snapshot, (err) => this.#logger.error({ err }, 'a configuration listener failed'));
   }
 
   #failed(err: unknown): void {
@@ -632,8 +622,4 @@ async function readSmallBody(response: IncomingMessage): Promise<string> {
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks).toString('utf8');
-}
-
-function closedError(): CausewayError {
-  return new CausewayError('config-closed', 'the configuration source was closed before it had a configuration');
 }

@@ -1,6 +1,6 @@
-import { CausewayError } from '../errors.ts';
 import { deepFreeze } from './snapshot.ts';
 import type { ConfigSnapshot, ConfigSource } from './snapshot.ts';
+import { FirstSnapshotWaiters, SnapshotSubscribers } from './subscribers.ts';
 
 /**
  * A ConfigSource fed by its owner: tests, embedding, and adapters that receive snapshots from
@@ -9,8 +9,8 @@ import type { ConfigSnapshot, ConfigSource } from './snapshot.ts';
  */
 export class StaticConfigSource implements ConfigSource {
   #current: ConfigSnapshot | undefined;
-  readonly #listeners = new Set<(snapshot: ConfigSnapshot) => void>();
-  readonly #waiting: Array<{ resolve: (snapshot: ConfigSnapshot) => void; reject: (err: Error) => void }> = [];
+  readonly #subscribers = new SnapshotSubscribers();
+  readonly #waiting = new FirstSnapshotWaiters();
   #closed = false;
 
   constructor(initial?: ConfigSnapshot) {
@@ -22,16 +22,11 @@ export class StaticConfigSource implements ConfigSource {
   }
 
   subscribe(listener: (snapshot: ConfigSnapshot) => void): () => void {
-    this.#listeners.add(listener);
-    return () => {
-      this.#listeners.delete(listener);
-    };
+    return this.#subscribers.subscribe(listener);
   }
 
   ready(): Promise<ConfigSnapshot> {
-    if (this.#current !== undefined) return Promise.resolve(this.#current);
-    if (this.#closed) return Promise.reject(closedError());
-    return new Promise((resolve, reject) => this.#waiting.push({ resolve, reject }));
+    return this.#waiting.wait(this.#current, this.#closed);
   }
 
   /**
@@ -43,27 +38,17 @@ export class StaticConfigSource implements ConfigSource {
     if (this.#closed) return;
     if (this.#current?.version === snapshot.version) return;
     this.#current = deepFreeze(snapshot);
-    for (const waiter of this.#waiting.splice(0)) waiter.resolve(snapshot);
+    this.#waiting.resolve(snapshot);
     const errors: unknown[] = [];
-    for (const listener of [...this.#listeners]) {
-      try {
-        listener(snapshot);
-      } catch (err) {
-        errors.push(err);
-      }
-    }
+    this.#subscribers.notify(snapshot, (err) => errors.push(err));
     if (errors.length === 1) throw errors[0];
     if (errors.length > 1) throw new AggregateError(errors, 'several configuration listeners failed');
   }
 
   close(): Promise<void> {
     this.#closed = true;
-    this.#listeners.clear();
-    for (const waiter of this.#waiting.splice(0)) waiter.reject(closedError());
+    this.#subscribers.clear();
+    this.#waiting.rejectClosed();
     return Promise.resolve();
   }
-}
-
-function closedError(): CausewayError {
-  return new CausewayError('config-closed', 'the configuration source was closed before it had a configuration');
 }
