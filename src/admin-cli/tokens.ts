@@ -37,6 +37,26 @@ function print(io: AdminIo, format: OutputFormat, value: unknown): void {
   io.out(format === 'yaml' ? toYamlDocuments([value]) : toJson(value));
 }
 
+/** `PARENT list`: the items at `path` as a table, or with -o as one JSON or YAML document. */
+function registerList<T>(
+  parent: Command,
+  io: AdminIo,
+  connection: (command: Command) => Command,
+  list: { description: string; path: string; headers: string[]; row: (item: T) => unknown[] },
+): void {
+  connection(
+    parent
+      .command('list')
+      .description(list.description)
+      .option('-o, --output <format>', 'table, json or yaml', parseOutputFormat, 'table' as OutputFormat),
+  ).action(async (flags: ConnectionFlags & { output: OutputFormat }) => {
+    const client = await ApiClient.connect(flags, io);
+    const { items } = await client.call<{ items: T[] }>('GET', list.path);
+    if (flags.output !== 'table') print(io, flags.output, items);
+    else for (const line of table(list.headers, items.map(list.row))) io.out(line);
+  });
+}
+
 export function registerTokenCommands(program: Command, io: AdminIo, connection: (command: Command) => Command): void {
   const join = program.command('join-token').description('Single-use tokens that enroll an access tier, connector or kube proxy');
   connection(
@@ -61,16 +81,11 @@ export function registerTokenCommands(program: Command, io: AdminIo, connection:
     io.out(`  ${printable(answer.command)}`);
     io.out('');
   });
-  connection(
-    join
-      .command('list')
-      .description('List join tokens (never their secrets)')
-      .option('-o, --output <format>', 'table, json or yaml', parseOutputFormat, 'table' as OutputFormat),
-  ).action(async (flags: ConnectionFlags & { output: OutputFormat }) => {
-    const client = await ApiClient.connect(flags, io);
-    const { items } = await client.call<{ items: Array<Record<string, unknown>> }>('GET', '/api/v1/join-tokens');
-    if (flags.output !== 'table') print(io, flags.output, items);
-    else for (const line of table(['ID', 'KIND', 'NAME', 'EXPIRES', 'USED'], items.map((t) => [t.id, t.kind, t.name, shortTime(t.expiresAt), shortTime(t.usedAt)]))) io.out(line);
+  registerList<Record<string, unknown>>(join, io, connection, {
+    description: 'List join tokens (never their secrets)',
+    path: '/api/v1/join-tokens',
+    headers: ['ID', 'KIND', 'NAME', 'EXPIRES', 'USED'],
+    row: (t) => [t.id, t.kind, t.name, shortTime(t.expiresAt), shortTime(t.usedAt)],
   });
 
   const token = program.command('token').description('API tokens for admins and scripts');
@@ -94,19 +109,11 @@ export function registerTokenCommands(program: Command, io: AdminIo, connection:
     io.out(answer.token);
     io.err('It is shown only now: store it somewhere safe (use it as CAUSEWAY_TOKEN).');
   });
-  connection(
-    token
-      .command('list')
-      .description('List API tokens (never their secrets)')
-      .option('-o, --output <format>', 'table, json or yaml', parseOutputFormat, 'table' as OutputFormat),
-  ).action(async (flags: ConnectionFlags & { output: OutputFormat }) => {
-    const client = await ApiClient.connect(flags, io);
-    const { items } = await client.call<{ items: ApiTokenRecord[] }>('GET', '/api/v1/tokens');
-    if (flags.output !== 'table') print(io, flags.output, items);
-    else {
-      const rows = items.map((t) => [t.id, t.name, t.scope, shortTime(t.createdAt), t.expiresAt === null ? 'never' : shortTime(t.expiresAt), t.revokedAt === null ? '-' : `revoked ${shortTime(t.revokedAt)}`, shortTime(t.lastUsedAt)]);
-      for (const line of table(['ID', 'NAME', 'SCOPE', 'CREATED', 'EXPIRES', 'STATE', 'LAST-USED'], rows)) io.out(line);
-    }
+  registerList<ApiTokenRecord>(token, io, connection, {
+    description: 'List API tokens (never their secrets)',
+    path: '/api/v1/tokens',
+    headers: ['ID', 'NAME', 'SCOPE', 'CREATED', 'EXPIRES', 'STATE', 'LAST-USED'],
+    row: (t) => [t.id, t.name, t.scope, shortTime(t.createdAt), t.expiresAt === null ? 'never' : shortTime(t.expiresAt), t.revokedAt === null ? '-' : `revoked ${shortTime(t.revokedAt)}`, shortTime(t.lastUsedAt)],
   });
   connection(
     token
