@@ -1,6 +1,6 @@
 /** Access events (every decision the access tiers made) and audit events (every change, with before and after). */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { AccessDecision, Store } from '../store/index.ts';
+import type { AccessEventQuery, AuditEventQuery, Store } from '../store/index.ts';
 import { accessEventSchema, auditEventSchema, cursorQuery, errorResponses, limitQuery, pageSchema, timeQuery } from './schemas.ts';
 
 export interface EventRoutesDeps {
@@ -9,27 +9,10 @@ export interface EventRoutesDeps {
 
 const text = { type: 'string', minLength: 1, maxLength: 256 } as const;
 
-interface AccessQuery {
-  service?: string;
-  user?: string;
-  device?: string;
-  decision?: AccessDecision;
-  since?: string;
-  until?: string;
-  limit?: string;
-  cursor?: string;
-}
-
-interface AuditQuery {
-  kind?: string;
-  name?: string;
-  actor?: string;
-  action?: string;
-  since?: string;
-  until?: string;
-  limit?: string;
-  cursor?: string;
-}
+/** A store query as a query string: the same filters, the page size as text, `cursor` for `after`. */
+type QueryString<Q> = Omit<Q, 'limit' | 'after'> & { limit?: string; cursor?: string };
+type AccessQuery = QueryString<AccessEventQuery>;
+type AuditQuery = QueryString<AuditEventQuery>;
 
 function paging(query: { limit?: string; cursor?: string }): { limit?: number; after?: string } {
   return { ...(query.limit === undefined ? {} : { limit: Number(query.limit) }), ...(query.cursor === undefined ? {} : { after: query.cursor }) };
