@@ -17,23 +17,39 @@
  * peer's flow-control window (64 MiB per tunnel), so the default bound (window + 8 MiB for control
  * frames) is never reached by two well-behaved ends, and a peer that floods without reading costs
  * at most that much memory before the session stops reading it.
+ *
+ * Writes are bounded by count as well as by bytes (THREATS AT-12): each queued write costs a few
+ * hundred bytes beyond its payload, and the answers a flooding peer makes us queue are tiny (a PING
+ * acknowledgement is 17 bytes), so a million of them held about 400 MiB while staying far under the
+ * byte bound. Well-behaved traffic queues a few thousand writes at most (the window in DATA frames).
  */
 import { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 
 export interface TunnelTransportOptions {
   maxQueuedBytes: number;
+  /** Writes queued on the socket and not yet flushed (default MAX_QUEUED_WRITES). */
+  maxQueuedWrites?: number;
 }
+
+export const MAX_QUEUED_WRITES = 65_536;
 
 export class TunnelTransport extends Duplex {
   readonly socket: TLSSocket;
   readonly #maxQueued: number;
+  readonly #maxWrites: number;
+  #queuedWrites = 0;
+  readonly #flushed = (): void => {
+    this.#queuedWrites--;
+    if (this.#pendingCallback !== undefined) this.#release();
+  };
   #pendingCallback: ((err?: Error | null) => void) | undefined;
 
   constructor(socket: TLSSocket, options: TunnelTransportOptions) {
     super({ allowHalfOpen: false, readableHighWaterMark: 256 * 1024, writableHighWaterMark: 256 * 1024 });
     this.socket = socket;
     this.#maxQueued = options.maxQueuedBytes;
+    this.#maxWrites = options.maxQueuedWrites ?? MAX_QUEUED_WRITES;
     socket.on('data', (chunk: Buffer) => {
       if (!this.push(chunk)) socket.pause();
     });
@@ -55,13 +71,17 @@ export class TunnelTransport extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
-    this.socket.write(chunk);
+    this.#queuedWrites++;
+    this.socket.write(chunk, this.#flushed);
     this.#complete(callback);
   }
 
   override _writev(chunks: Array<{ chunk: Buffer }>, callback: (err?: Error | null) => void): void {
     this.socket.cork();
-    for (const { chunk } of chunks) this.socket.write(chunk);
+    for (const { chunk } of chunks) {
+      this.#queuedWrites++;
+      this.socket.write(chunk, this.#flushed);
+    }
     this.socket.uncork();
     this.#complete(callback);
   }
@@ -79,8 +99,12 @@ export class TunnelTransport extends Duplex {
     callback(err);
   }
 
+  #withinBounds(): boolean {
+    return this.socket.writableLength <= this.#maxQueued && this.#queuedWrites <= this.#maxWrites;
+  }
+
   #complete(callback: (err?: Error | null) => void): void {
-    if (this.socket.writableLength <= this.#maxQueued) {
+    if (this.#withinBounds()) {
       callback();
       return;
     }
@@ -90,7 +114,7 @@ export class TunnelTransport extends Duplex {
 
   #release(): void {
     const pending = this.#pendingCallback;
-    if (pending === undefined || this.socket.writableLength > this.#maxQueued) return;
+    if (pending === undefined || !this.#withinBounds()) return;
     this.#pendingCallback = undefined;
     pending();
   }
