@@ -236,6 +236,16 @@ export class FakeKubeServer implements FakeKube {
     return anonymous;
   }
 
+  /** Who sent the request, recorded on it; undefined (to be refused with 401) also when the hook throws. */
+  private recordUser(req: IncomingMessage, record: RecordedRequest): FakeKubeUser | undefined {
+    try {
+      record.user = this.authenticate(req);
+    } catch (err) {
+      this.logger.warn({ err }, 'fake-kube: authenticate hook threw');
+    }
+    return record.user;
+  }
+
   private podsContext(): PodsContext {
     return { store: this.store, signal: this.abort.signal, now: () => Date.now() };
   }
@@ -254,17 +264,10 @@ export class FakeKubeServer implements FakeKube {
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const { record, url } = this.record(req, false);
-    let user: FakeKubeUser | undefined;
-    try {
-      user = this.authenticate(req);
-    } catch (err) {
-      this.logger.warn({ err }, 'fake-kube: authenticate hook threw');
-    }
-    if (user === undefined) {
+    if (this.recordUser(req, record) === undefined) {
       sendStatus(res, failure(401, 'Unauthorized', 'Unauthorized'));
       return;
     }
-    record.user = user;
     try {
       this.route(req, res, url);
     } catch (err) {
@@ -305,17 +308,11 @@ export class FakeKubeServer implements FakeKube {
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const { record, url } = this.record(req, true);
     socket.on('error', (err) => this.logger.debug({ err }, 'fake-kube: upgraded socket error'));
-    let user: FakeKubeUser | undefined;
-    try {
-      user = this.authenticate(req);
-    } catch (err) {
-      this.logger.warn({ err }, 'fake-kube: authenticate hook threw');
-    }
+    const user = this.recordUser(req, record);
     if (user === undefined) {
       refuseUpgrade(socket, failure(401, 'Unauthorized', 'Unauthorized'));
       return;
     }
-    record.user = user;
     const m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/(exec|attach|portforward)\/?$/.exec(url.pathname);
     if (m === null) {
       refuseUpgrade(socket, failure(400, 'BadRequest', `the fake API server does not upgrade ${url.pathname}`));
