@@ -37,6 +37,7 @@ import { FileConfigSource, principalDirectory } from '../lib/config/index.ts';
 import { joinControlPlane, nodePeerFiles } from '../lib/enroll/index.ts';
 import type { JoinedPeer } from '../lib/enroll/index.ts';
 import { UserError, errorCode, errorMessage } from '../lib/errors.ts';
+import { assertSafePath } from '../lib/fs-safety.ts';
 import { configStreamHealth, startHealthServer } from '../lib/health/server.ts';
 import { closeOnSignals } from '../lib/lifecycle.ts';
 import type { Closable } from '../lib/lifecycle.ts';
@@ -116,9 +117,11 @@ export async function runAccessTier(flags: AccessTierFlags, io: AccessTierComman
     throw new UserError('access-tier-flags-missing', `give ${missing.map((f) => `--${f}`).join(', ')} to run from files, or --control-plane URL --join-token T --ca-pin PIN --data-dir DIR to join a control plane`);
   }
   const { name, config: configFile, cert, key, ca } = flags as Required<Pick<AccessTierFlags, 'name' | 'config' | 'cert' | 'key' | 'ca'>>;
+  const eventsPath = eventsPathFor(flags, io.cwd());
+  // CN-09: nothing another user could have written decides who we trust, what we allow, or what the audit log says.
+  for (const [file, flag] of [[cert, '--cert'], [key, '--key'], [ca, '--ca'], [configFile, '--config'], [eventsPath, '--events']] as const) await assertSafePath(file, flag, 'access-tier-file-unsafe');
   const [certPem, keyPem, caPem] = await Promise.all([readPem(cert, '--cert'), readPem(key, '--key'), readPem(ca, '--ca')]);
   const logger = createLogger({ name: 'causeway-access-tier', level: flags.logLevel, destination: io.logDestination });
-  const eventsPath = eventsPathFor(flags, io.cwd());
   await mkdir(path.dirname(eventsPath), { recursive: true, mode: 0o700 });
 
   const config = new FileConfigSource({ path: configFile, logger: logger.child({ part: 'config' }) });
@@ -154,6 +157,7 @@ async function runJoinedAccessTier(flags: AccessTierFlags, controlPlaneUrl: stri
   if (fileFlags.length > 0) throw new UserError('access-tier-flags-conflict', `${fileFlags.map((f) => `--${f}`).join(', ')} ${fileFlags.length === 1 ? 'is' : 'are'} for running without a control plane; with --control-plane the certificate, configuration and events come from and go to the control plane`);
   if (flags.dataDir === undefined) throw new UserError('access-tier-data-dir-missing', 'with --control-plane, give --data-dir DIR: the access tier keeps its identity, its last good configuration and its event spool there');
   const dataDir = path.resolve(io.cwd(), flags.dataDir);
+  await assertSafePath(dataDir, '--data-dir', 'access-tier-file-unsafe');
   const logger = createLogger({ name: 'causeway-access-tier', level: flags.logLevel, destination: io.logDestination });
   const joinToken = flags.joinToken ?? io.env().CAUSEWAY_JOIN_TOKEN;
   const started: Closable[] = [];

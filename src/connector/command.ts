@@ -31,6 +31,7 @@ import { FileConfigSource } from '../lib/config/index.ts';
 import { joinControlPlane, nodePeerFiles } from '../lib/enroll/index.ts';
 import type { JoinedPeer } from '../lib/enroll/index.ts';
 import { UserError, errorCode, errorMessage } from '../lib/errors.ts';
+import { assertSafePath } from '../lib/fs-safety.ts';
 import { configStreamHealth, startHealthServer } from '../lib/health/server.ts';
 import type { HealthReport } from '../lib/health/server.ts';
 import { closeOnSignals } from '../lib/lifecycle.ts';
@@ -105,6 +106,8 @@ export async function runConnector(flags: ConnectorFlags, io: ConnectorCommandIo
     throw new UserError('connector-flags-missing', `give ${missing.map((f) => `--${f}`).join(', ')} to run from files, or --control-plane URL --join-token T --ca-pin PIN --data-dir DIR to join a control plane`);
   }
   const { name, config: configFile, cert, key, ca } = flags as Required<Pick<ConnectorFlags, 'name' | 'config' | 'cert' | 'key' | 'ca'>>;
+  // CN-09: nothing another user could have written decides who we trust or what we dial.
+  for (const [file, flag] of [[cert, '--cert'], [key, '--key'], [ca, '--ca'], [configFile, '--config']] as const) await assertSafePath(file, flag, 'connector-file-unsafe');
   const [certPem, keyPem, caPem] = await Promise.all([readPem(cert, '--cert'), readPem(key, '--key'), readPem(ca, '--ca')]);
   const logger = createLogger({ name: 'causeway-connector', level: flags.logLevel, destination: io.logDestination });
   const config = new FileConfigSource({ path: configFile, logger: logger.child({ part: 'config' }) });
@@ -135,6 +138,7 @@ async function runJoinedConnector(flags: ConnectorFlags, controlPlaneUrl: string
   if (fileFlags.length > 0) throw new UserError('connector-flags-conflict', `${fileFlags.map((f) => `--${f}`).join(', ')} ${fileFlags.length === 1 ? 'is' : 'are'} for running without a control plane; with --control-plane the certificate and configuration come from the control plane`);
   if (flags.dataDir === undefined) throw new UserError('connector-data-dir-missing', 'with --control-plane, give --data-dir DIR: the connector keeps its identity and its last good configuration there');
   const dataDir = path.resolve(io.cwd(), flags.dataDir);
+  await assertSafePath(dataDir, '--data-dir', 'connector-file-unsafe');
   const logger = createLogger({ name: 'causeway-connector', level: flags.logLevel, destination: io.logDestination });
   const joinToken = flags.joinToken ?? io.env().CAUSEWAY_JOIN_TOKEN;
   const started: Closable[] = [];
