@@ -27,48 +27,29 @@
  * --health-listen, /healthz, /readyz and Prometheus /metrics (src/lib/metrics) answer on that
  * (local) address. SIGTERM or SIGINT drains connections (up to 10 s) and exits.
  */
-import { readFile, mkdir } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import type { Command } from 'commander';
-import type { DestinationStream } from 'pino';
 import { JsonLinesFileSink, SpoolingEventSink, httpEventSender, nodeSpoolFiles } from '../lib/audit/index.ts';
 import { FileConfigSource, principalDirectory } from '../lib/config/index.ts';
-import { joinControlPlane, nodePeerFiles } from '../lib/enroll/index.ts';
-import type { JoinedPeer } from '../lib/enroll/index.ts';
-import { UserError, errorCode, errorMessage } from '../lib/errors.ts';
+import { UserError } from '../lib/errors.ts';
 import { assertSafePath } from '../lib/fs-safety.ts';
 import { configStreamHealth, startHealthServer } from '../lib/health/server.ts';
-import { closeOnSignals } from '../lib/lifecycle.ts';
 import type { Closable } from '../lib/lifecycle.ts';
 import { createLogger } from '../lib/log.ts';
-import type { Logger } from '../lib/log.ts';
-import { accessTierStats, createPartMetrics, meteredSink } from '../lib/metrics/index.ts';
-import type { PartMetrics } from '../lib/metrics/index.ts';
+import { accessTierStats, meteredSink } from '../lib/metrics/index.ts';
 import { parseAuthority } from '../lib/net/target.ts';
 import { createPolicyDecider } from '../lib/policy/index.ts';
+import { closeStarted, defaultPartCommandIo, joinAsPart, readPemFlags, requireFileFlags, startMetrics } from '../part-command.ts';
+import type { PartCommandIo } from '../part-command.ts';
 import { DEFAULT_ACCESS_TIER_PORT, startAccessTier } from './access-tier.ts';
 import type { AccessTier } from './access-tier.ts';
 
-/** What the command touches outside itself; tests replace it. */
-export interface AccessTierCommandIo {
-  cwd: () => string;
-  /** The environment (CAUSEWAY_JOIN_TOKEN). */
-  env: () => Record<string, string | undefined>;
-  /** With --control-plane: told about the joined identity and config stream (embedding, tests). */
-  onJoined?: (joined: JoinedPeer) => void;
-  /** Where JSON logs go (stdout by default). */
-  logDestination: DestinationStream;
-  /** Called once the access tier listens; the default closes everything on SIGTERM/SIGINT. */
-  onStarted: (parts: Closable[], accessTier: AccessTier, logger: Logger) => void;
-}
+/** What the command touches outside itself; tests replace it. `onStarted` is called once the access tier listens. */
+export type AccessTierCommandIo = PartCommandIo<AccessTier>;
 
-const defaultIo: AccessTierCommandIo = {
-  cwd: () => process.cwd(),
-  env: () => process.env,
-  logDestination: process.stdout,
-  onStarted: (parts, _accessTier, logger) => closeOnSignals(parts, logger),
-};
+const defaultIo: AccessTierCommandIo = defaultPartCommandIo();
 
 export interface AccessTierFlags {
   /** Required from files; with a control plane, the enrolled name (and checked against it when given). */
@@ -112,15 +93,11 @@ export function registerAccessTierCommand(program: Command, io: Partial<AccessTi
 
 export async function runAccessTier(flags: AccessTierFlags, io: AccessTierCommandIo): Promise<AccessTier> {
   if (flags.controlPlane !== undefined) return runJoinedAccessTier(flags, flags.controlPlane, io);
-  const missing = (['name', 'config', 'cert', 'key', 'ca'] as const).filter((f) => flags[f] === undefined);
-  if (missing.length > 0) {
-    throw new UserError('access-tier-flags-missing', `give ${missing.map((f) => `--${f}`).join(', ')} to run from files, or --control-plane URL --join-token T --ca-pin PIN --data-dir DIR to join a control plane`);
-  }
-  const { name, config: configFile, cert, key, ca } = flags as Required<Pick<AccessTierFlags, 'name' | 'config' | 'cert' | 'key' | 'ca'>>;
+  const { name, config: configFile, cert, key, ca } = requireFileFlags('access-tier', flags);
   const eventsPath = eventsPathFor(flags, io.cwd());
   // CN-09: nothing another user could have written decides who we trust, what we allow, or what the audit log says.
   for (const [file, flag] of [[cert, '--cert'], [key, '--key'], [ca, '--ca'], [configFile, '--config'], [eventsPath, '--events']] as const) await assertSafePath(file, flag, 'access-tier-file-unsafe');
-  const [certPem, keyPem, caPem] = await Promise.all([readPem(cert, '--cert'), readPem(key, '--key'), readPem(ca, '--ca')]);
+  const { certPem, keyPem, caPem } = await readPemFlags('access-tier', { cert, key, ca });
   const logger = createLogger({ name: 'causeway-access-tier', level: flags.logLevel, destination: io.logDestination });
   await mkdir(path.dirname(eventsPath), { recursive: true, mode: 0o700 });
 
@@ -130,7 +107,7 @@ export async function runAccessTier(flags: AccessTierFlags, io: AccessTierComman
     await config.ready();
     const events = await JsonLinesFileSink.open({ path: eventsPath, logger });
     started.push(events);
-    const metrics = startMetrics(flags, started, logger);
+    const metrics = startMetrics('access-tier', flags, started, logger);
     const accessTier = await startAccessTier({ name, config, tls: { certPem, keyPem, caPem }, events: metrics === undefined ? events : meteredSink(events, metrics), listen: flags.listen, logger });
     started.push(accessTier);
     metrics?.track({ stats: accessTierStats(accessTier), certificatePem: () => certPem });
@@ -146,7 +123,7 @@ export async function runAccessTier(flags: AccessTierFlags, io: AccessTierComman
     io.onStarted(started, accessTier, logger);
     return accessTier;
   } catch (err) {
-    for (const part of started.reverse()) await part.close().catch(() => undefined);
+    await closeStarted(started);
     throw err;
   }
 }
@@ -159,25 +136,12 @@ async function runJoinedAccessTier(flags: AccessTierFlags, controlPlaneUrl: stri
   const dataDir = path.resolve(io.cwd(), flags.dataDir);
   await assertSafePath(dataDir, '--data-dir', 'access-tier-file-unsafe');
   const logger = createLogger({ name: 'causeway-access-tier', level: flags.logLevel, destination: io.logDestination });
-  const joinToken = flags.joinToken ?? io.env().CAUSEWAY_JOIN_TOKEN;
   const started: Closable[] = [];
   try {
-    const joined = await joinControlPlane({
-      kind: 'access-tier',
-      controlPlaneUrl,
-      ...(joinToken === undefined || joinToken === '' ? {} : { joinToken }),
-      ...(flags.caPin === undefined ? {} : { caPin: flags.caPin }),
-      files: nodePeerFiles(dataDir),
-      logger,
-    });
-    started.push(joined);
-    io.onJoined?.(joined);
-    if (flags.name !== undefined && flags.name !== joined.name) {
-      throw new UserError('access-tier-name-mismatch', `--name ${flags.name} does not match this access tier's enrolled name "${joined.name}" (in ${dataDir}); drop --name or use another --data-dir`);
-    }
+    const joined = await joinAsPart('access-tier', { flags, controlPlaneUrl, dataDir, io, logger, started });
     const events = await SpoolingEventSink.open({ files: nodeSpoolFiles(path.join(dataDir, 'events')), send: httpEventSender({ controlPlaneUrl, tls: () => joined.tls() }), logger });
     started.push(events);
-    const metrics = startMetrics(flags, started, logger);
+    const metrics = startMetrics('access-tier', flags, started, logger);
     metrics?.track({ config: () => joined.config.status(), certificatePem: () => joined.tls().certPem });
     if (flags.healthListen !== undefined) {
       started.push(await startHealthServer({
@@ -197,17 +161,9 @@ async function runJoinedAccessTier(flags: AccessTierFlags, controlPlaneUrl: stri
     io.onStarted(started, accessTier, logger);
     return accessTier;
   } catch (err) {
-    for (const part of started.reverse()) await part.close().catch(() => undefined);
+    await closeStarted(started);
     throw err;
   }
-}
-
-/** The metrics /metrics serves, with --health-listen only (nothing scrapes them otherwise); closed with the other parts. */
-function startMetrics(flags: AccessTierFlags, started: Closable[], logger: Logger): PartMetrics | undefined {
-  if (flags.healthListen === undefined) return undefined;
-  const metrics = createPartMetrics('access-tier', { logger });
-  started.push({ close: () => Promise.resolve(metrics.close()) });
-  return metrics;
 }
 
 export function eventsPathFor(flags: Pick<AccessTierFlags, 'events' | 'dataDir'>, cwd: string): string {
@@ -223,12 +179,4 @@ export function parseListen(value: string): { host: string; port: number } {
   const parsed = parseAuthority(anyPort ? `${text.slice(0, -1)}1` : text);
   if (!parsed.ok) throw new InvalidArgumentError(`--listen must be host:port, [IPv6]:port or :port (${parsed.message})`);
   return { host: parsed.target.host, port: anyPort ? 0 : parsed.target.port };
-}
-
-async function readPem(file: string, flag: string): Promise<string> {
-  try {
-    return await readFile(file, 'utf8');
-  } catch (err) {
-    throw new UserError('access-tier-file-unreadable', `cannot read ${flag} ${file} (${errorCode(err) ?? errorMessage(err)}); check the path and its permissions`, { cause: err });
-  }
 }

@@ -22,46 +22,27 @@
  * --health-listen, /healthz, /readyz and Prometheus /metrics (src/lib/metrics) answer on that
  * (local) address. SIGTERM or SIGINT drains streams (up to 10 s) and exits.
  */
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
-import type { DestinationStream } from 'pino';
 import { InvalidArgumentError } from 'commander';
 import { FileConfigSource } from '../lib/config/index.ts';
-import { joinControlPlane, nodePeerFiles } from '../lib/enroll/index.ts';
-import type { JoinedPeer } from '../lib/enroll/index.ts';
-import { UserError, errorCode, errorMessage } from '../lib/errors.ts';
+import { UserError } from '../lib/errors.ts';
 import { assertSafePath } from '../lib/fs-safety.ts';
 import { configStreamHealth, startHealthServer } from '../lib/health/server.ts';
 import type { HealthReport } from '../lib/health/server.ts';
-import { closeOnSignals } from '../lib/lifecycle.ts';
 import type { Closable } from '../lib/lifecycle.ts';
 import { createLogger } from '../lib/log.ts';
-import type { Logger } from '../lib/log.ts';
-import { connectorStats, createPartMetrics } from '../lib/metrics/index.ts';
-import type { PartMetrics } from '../lib/metrics/index.ts';
+import { connectorStats } from '../lib/metrics/index.ts';
 import { parseAuthority } from '../lib/net/target.ts';
+import { closeStarted, defaultPartCommandIo, joinAsPart, readPemFlags, requireFileFlags, startMetrics } from '../part-command.ts';
+import type { PartCommandIo } from '../part-command.ts';
 import { startConnector } from './connector.ts';
 import type { Connector } from './connector.ts';
 
-/** What the command touches outside itself; tests replace it. */
-export interface ConnectorCommandIo {
-  cwd: () => string;
-  /** The environment (CAUSEWAY_JOIN_TOKEN). */
-  env: () => Record<string, string | undefined>;
-  /** With --control-plane: told about the joined identity and config stream (embedding, tests). */
-  onJoined?: (joined: JoinedPeer) => void;
-  logDestination: DestinationStream;
-  /** Called once the connector runs; the default closes everything on SIGTERM/SIGINT. */
-  onStarted: (parts: Closable[], connector: Connector, logger: Logger) => void;
-}
+/** What the command touches outside itself; tests replace it. `onStarted` is called once the connector runs. */
+export type ConnectorCommandIo = PartCommandIo<Connector>;
 
-const defaultIo: ConnectorCommandIo = {
-  cwd: () => process.cwd(),
-  env: () => process.env,
-  logDestination: process.stdout,
-  onStarted: (parts, _connector, logger) => closeOnSignals(parts, logger),
-};
+const defaultIo: ConnectorCommandIo = defaultPartCommandIo();
 
 export interface ConnectorFlags {
   /** Required from files; with a control plane, the enrolled name (and checked against it when given). */
@@ -101,20 +82,16 @@ export function registerConnectorCommand(program: Command, io: Partial<Connector
 
 export async function runConnector(flags: ConnectorFlags, io: ConnectorCommandIo): Promise<Connector> {
   if (flags.controlPlane !== undefined) return runJoinedConnector(flags, flags.controlPlane, io);
-  const missing = (['name', 'config', 'cert', 'key', 'ca'] as const).filter((f) => flags[f] === undefined);
-  if (missing.length > 0) {
-    throw new UserError('connector-flags-missing', `give ${missing.map((f) => `--${f}`).join(', ')} to run from files, or --control-plane URL --join-token T --ca-pin PIN --data-dir DIR to join a control plane`);
-  }
-  const { name, config: configFile, cert, key, ca } = flags as Required<Pick<ConnectorFlags, 'name' | 'config' | 'cert' | 'key' | 'ca'>>;
+  const { name, config: configFile, cert, key, ca } = requireFileFlags('connector', flags);
   // CN-09: nothing another user could have written decides who we trust or what we dial.
   for (const [file, flag] of [[cert, '--cert'], [key, '--key'], [ca, '--ca'], [configFile, '--config']] as const) await assertSafePath(file, flag, 'connector-file-unsafe');
-  const [certPem, keyPem, caPem] = await Promise.all([readPem(cert, '--cert'), readPem(key, '--key'), readPem(ca, '--ca')]);
+  const { certPem, keyPem, caPem } = await readPemFlags('connector', { cert, key, ca });
   const logger = createLogger({ name: 'causeway-connector', level: flags.logLevel, destination: io.logDestination });
   const config = new FileConfigSource({ path: configFile, logger: logger.child({ part: 'config' }) });
   const started: Closable[] = [config];
   try {
     await config.ready();
-    const metrics = startMetrics(flags, started, logger);
+    const metrics = startMetrics('connector', flags, started, logger);
     const connector = await startConnector({ name, config, tls: { certPem, keyPem, caPem }, logger });
     started.push(connector);
     metrics?.track({ stats: connectorStats(connector), certificatePem: () => certPem });
@@ -127,7 +104,7 @@ export async function runConnector(flags: ConnectorFlags, io: ConnectorCommandIo
     io.onStarted(started, connector, logger);
     return connector;
   } catch (err) {
-    for (const part of started.reverse()) await part.close().catch(() => undefined);
+    await closeStarted(started);
     throw err;
   }
 }
@@ -140,24 +117,11 @@ async function runJoinedConnector(flags: ConnectorFlags, controlPlaneUrl: string
   const dataDir = path.resolve(io.cwd(), flags.dataDir);
   await assertSafePath(dataDir, '--data-dir', 'connector-file-unsafe');
   const logger = createLogger({ name: 'causeway-connector', level: flags.logLevel, destination: io.logDestination });
-  const joinToken = flags.joinToken ?? io.env().CAUSEWAY_JOIN_TOKEN;
   const started: Closable[] = [];
   try {
-    const joined = await joinControlPlane({
-      kind: 'connector',
-      controlPlaneUrl,
-      ...(joinToken === undefined || joinToken === '' ? {} : { joinToken }),
-      ...(flags.caPin === undefined ? {} : { caPin: flags.caPin }),
-      files: nodePeerFiles(dataDir),
-      logger,
-    });
-    started.push(joined);
-    io.onJoined?.(joined);
-    if (flags.name !== undefined && flags.name !== joined.name) {
-      throw new UserError('connector-name-mismatch', `--name ${flags.name} does not match this connector's enrolled name "${joined.name}" (in ${dataDir}); drop --name or use another --data-dir`);
-    }
+    const joined = await joinAsPart('connector', { flags, controlPlaneUrl, dataDir, io, logger, started });
     const current: { connector?: Connector } = {};
-    const metrics = startMetrics(flags, started, logger);
+    const metrics = startMetrics('connector', flags, started, logger);
     metrics?.track({ config: () => joined.config.status(), certificatePem: () => joined.tls().certPem });
     if (flags.healthListen !== undefined) {
       started.push(await startHealthServer({
@@ -184,17 +148,9 @@ async function runJoinedConnector(flags: ConnectorFlags, controlPlaneUrl: string
     io.onStarted(started, connector, logger);
     return connector;
   } catch (err) {
-    for (const part of started.reverse()) await part.close().catch(() => undefined);
+    await closeStarted(started);
     throw err;
   }
-}
-
-/** The metrics /metrics serves, with --health-listen only (nothing scrapes them otherwise); closed with the other parts. */
-function startMetrics(flags: ConnectorFlags, started: Closable[], logger: Logger): PartMetrics | undefined {
-  if (flags.healthListen === undefined) return undefined;
-  const metrics = createPartMetrics('connector', { logger });
-  started.push({ close: () => Promise.resolve(metrics.close()) });
-  return metrics;
 }
 
 /** Ready while at least one tunnel is up; degraded while some are down. */
@@ -213,12 +169,4 @@ function parseHealthListen(value: string): { host: string; port: number } {
   const parsed = parseAuthority(text);
   if (!parsed.ok) throw new InvalidArgumentError(`--health-listen must be host:port, [IPv6]:port or :port (${parsed.message})`);
   return { host: parsed.target.host, port: parsed.target.port };
-}
-
-async function readPem(file: string, flag: string): Promise<string> {
-  try {
-    return await readFile(file, 'utf8');
-  } catch (err) {
-    throw new UserError('connector-file-unreadable', `cannot read ${flag} ${file} (${errorCode(err) ?? errorMessage(err)}); check the path and its permissions`, { cause: err });
-  }
 }
