@@ -3,6 +3,8 @@
  * (from the specs), the access tier's address and the trust material from the JSON file named by
  * argv[2] (written by targets/causeway.ts). Announces its port to the benchmark.
  */
+// The same V8 settings as src/main.ts applies in production.
+import '../../src/lib/v8-flags.ts';
 import { readFileSync } from 'node:fs';
 import { startClientProxy } from '../../src/client/proxy.ts';
 import { createLogger } from '../../src/lib/log.ts';
