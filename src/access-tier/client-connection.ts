@@ -83,7 +83,10 @@ async function serveClient(socket: TLSSocket, ctx: AccessTierContext): Promise<v
   else if (entry.problem !== undefined) refusal = { status: 502, reason: 'service-misconfigured', message: 'this service is misconfigured; tell its administrator', detail: entry.problem };
 
   // 3. What. TCP mode has a fixed backend; CHAIN mode reads one CONNECT.
-  if (entry?.mode === 'tcp') {
+  // A refused certificate takes the CHAIN path whatever the SNI (AT-01): closing at once for a TCP
+  // service and answering 403 for anything else told a holder of any certificate of our CA (a device
+  // certificate, a revoked trust certificate) which names are TCP services.
+  if (entry?.mode === 'tcp' && peer.ok) {
     if (refusal !== undefined || !peer.ok) {
       const reason = refusal?.reason ?? 'denied';
       ctx.record({ ...ev, reasons: [reason], durationMs: elapsed(), ...(refusal?.detail !== undefined ? { closeReason: refusal.detail } : {}) });
