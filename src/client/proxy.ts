@@ -27,6 +27,7 @@ import { formatConnectResponse, parseConnectHead, parseConnectResponseHead } fro
 import { canonicalHostname, compilePatterns, formatAuthority, matchesPatterns, parseAuthority } from '../lib/net/target.ts';
 import type { Target } from '../lib/net/target.ts';
 import type { ServiceSpec } from '../lib/spec/index.ts';
+import { RELAY_BUFFER_BYTES } from '../lib/tunnel/relay.ts';
 
 /** The trust certificate, its key and our CA, all PEM. */
 export interface TrustMaterial {
@@ -588,7 +589,11 @@ function relay(a: net.Socket, b: net.Socket, countAB: (n: number) => void, count
   const pipe = (from: net.Socket, to: net.Socket, count: (n: number) => void): void => {
     from.on('data', (chunk: Buffer) => {
       count(chunk.length);
-      if (!to.write(chunk)) from.pause();
+      to.write(chunk);
+      // Pause only once RELAY_BUFFER_BYTES wait (not at the socket's 16 KiB highWaterMark, one TLS record,
+      // which paused and resumed the source after nearly every chunk); past the highWaterMark the write
+      // returned false, so 'drain' comes.
+      if (to.writableLength >= RELAY_BUFFER_BYTES) from.pause();
     });
     to.on('drain', () => from.resume());
     // A paused stream still emits 'end' when nothing is buffered, so a FIN may have come in while the
