@@ -109,6 +109,8 @@ interface DialOptions {
   timeoutMs?: number;
   /** Keep the socket open after the first answer instead of waiting for the server to end it. */
   keep?: boolean;
+  /** After a 200, wait for the connection to end too (by default a tunnel that is up settles at once). */
+  untilEnd?: boolean;
   extra?: tls.ConnectionOptions;
   onSession?: (ticket: Buffer) => void;
 }
@@ -156,7 +158,7 @@ function dial(o: DialOptions): Promise<Seen & { socket: tls.TLSSocket }> {
       seen.bytes = Buffer.concat([seen.bytes, d]);
       // A tunnel is up: nothing more to wait for. An error answer: wait for the access tier to hang up.
       const head = parseConnectResponseHead(seen.bytes);
-      if (head.state === 'done' && (o.keep === true || head.status === 200)) finish('timeout');
+      if (head.state === 'done' && (o.keep === true || (head.status === 200 && o.untilEnd !== true))) finish('timeout');
     });
     socket.on('error', (err: NodeJS.ErrnoException) => {
       seen.error ??= err.code ?? err.message;
@@ -721,7 +723,7 @@ void describe('AT-12 HTTP/2 abuse from a malicious connector (valid connector ce
   /** A user connection through the malicious connector; resolves with the stream id it opened. */
   async function userThrough(peer: RawPeer): Promise<{ streamId: number; user: Promise<Seen & { socket: tls.TLSSocket }> }> {
     const opened = new Promise<number>((resolve) => peer.onFrame((f) => (f.type === FRAME.HEADERS ? resolve(f.streamId) : undefined)));
-    const user = dial({ port: victim.port, servername: 'via.example.com', send: connectHead('via.example.com:443'), timeoutMs: 8000 });
+    const user = dial({ port: victim.port, servername: 'via.example.com', send: connectHead('via.example.com:443'), timeoutMs: 8000, untilEnd: true });
     return { streamId: await withTimeout(opened, 5000, 'a stream from the access tier'), user };
   }
 
