@@ -175,6 +175,7 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
   const mode = proxyModeFor(service);
   const rule = targetRuleFor(service);
   const domain = canonicalDomain(service);
+  const ownNames = serviceHostNames(service, domain);
   const upstream = splitAddress(config.accessTierAddress);
 
   const stats: ClientProxyStats = { connections: 0, active: 0, refused: 0, bytesUp: 0, bytesDown: 0, handshakes: 0, resumedHandshakes: 0 };
@@ -464,6 +465,17 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
 
   const handleTcp = (conn: LiveConnection): void => {
     conn.client.pause();
+    // LP-02: the first bytes are looked at before the relay forwards them (this listener runs first).
+    conn.client.prependOnceListener('data', (chunk: Buffer) => {
+      const foreign = foreignWebRequest(chunk, ownNames);
+      if (foreign === undefined) return;
+      logger.warn({ id: conn.id, reason: 'foreign-web-request', detail: foreign }, 'refused an HTTP request from a web page (DNS rebinding or another origin); nothing was forwarded');
+      stats.refused += 1;
+      conn.phase = 'done';
+      clearTimeout(conn.timer);
+      conn.upstream?.destroy();
+      conn.client.destroy();
+    });
     conn.phase = 'dial';
     conn.timer = setTimeout(
       () => failUpstream(conn, new UpstreamFailure(502, 'access-tier-unreachable', `The access tier at ${config.accessTierAddress} did not answer within ${config.connectTimeoutMs} ms.`)),
@@ -699,6 +711,65 @@ function canonicalDomain(service: ServiceSpec): string {
   const domain = canonicalHostname(service.spec.domain);
   if (domain === undefined) throw new UserError('BAD_SERVICE_DOMAIN', `Service "${service.metadata.name}" has the domain ${JSON.stringify(service.spec.domain.slice(0, 260))}, which is not a DNS name; fix the service spec.`);
   return domain;
+}
+
+/** The names an HTTP client may legitimately use for a TCP-mode service's local port: the service domain and its backend names. */
+function serviceHostNames(service: ServiceSpec, domain: string): Set<string> {
+  const names = new Set([domain]);
+  for (const authority of [service.spec.backend.target, service.spec.backend.dnsOverride]) {
+    if (authority === undefined) continue;
+    const parsed = parseAuthority(authority);
+    if (parsed.ok && parsed.target.kind === 'dns') names.add(parsed.target.host);
+  }
+  return names;
+}
+
+const HTTP_REQUEST_LINE = /^[A-Z]{3,16} [^ \r\n]+ HTTP\/1\.[01]\r?\n/;
+
+/**
+ * LP-02 in TCP mode, where the listener forwards raw bytes: a web page that rebinds its own name to
+ * 127.0.0.1 (or posts across origins) reaches this port with the browser's HTTP request, and
+ * forwarding it would hand the page the service behind it with the user's identity. So when the
+ * first bytes a local client sends are an HTTP request whose Host (or Origin) names anything but
+ * loopback, localhost or the service's own names, the reason is returned and nothing is forwarded.
+ * Anything that is not an HTTP/1 request (a database protocol, TLS) is not looked at.
+ */
+export function foreignWebRequest(chunk: Buffer, ownNames: ReadonlySet<string>): string | undefined {
+  const text = chunk.toString('latin1', 0, Math.min(chunk.length, 16 * 1024));
+  if (!HTTP_REQUEST_LINE.test(text)) return undefined;
+  const end = text.search(/\r?\n\r?\n/);
+  const lines = (end === -1 ? text : text.slice(0, end)).split(/\r?\n/).slice(1);
+  for (const line of lines) {
+    const colon = line.indexOf(':');
+    if (colon <= 0) continue;
+    const name = line.slice(0, colon).trim().toLowerCase();
+    const value = line.slice(colon + 1).trim();
+    if (name === 'host' && !localName(hostOf(value), ownNames)) return `Host ${value.slice(0, 100)}`;
+    if (name === 'origin') {
+      let host: string | undefined;
+      try {
+        host = new URL(value).hostname;
+      } catch {
+        host = undefined;
+      }
+      if (host === undefined || !localName(host.replace(/^\[|\]$/g, ''), ownNames)) return `Origin ${value.slice(0, 100)}`;
+    }
+  }
+  return undefined;
+}
+
+/** The host part of a Host header value: brackets and port removed. */
+function hostOf(value: string): string {
+  if (value.startsWith('[')) return value.slice(1, value.indexOf(']') === -1 ? undefined : value.indexOf(']'));
+  const colon = value.lastIndexOf(':');
+  return colon === -1 ? value : value.slice(0, colon);
+}
+
+function localName(host: string, ownNames: ReadonlySet<string>): boolean {
+  const name = host.toLowerCase().replace(/\.$/, '');
+  if (name === 'localhost' || name.endsWith('.localhost') || name === '::1') return true;
+  if (net.isIPv4(name)) return name.startsWith('127.');
+  return ownNames.has(name);
 }
 
 function describePatterns(patterns: NonNullable<ServiceSpec['spec']['backend']['allowPatterns']>): string {
