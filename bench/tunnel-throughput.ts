@@ -12,7 +12,7 @@
  *
  * BENCH_PROF=DIR writes CPU profiles of the parts; BENCH_NODE_ARGS passes Node flags to them.
  */
-import '../src/lib/v8-flags.ts';
+import '../src/v8-flags.ts';
 import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';

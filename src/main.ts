@@ -3,7 +3,7 @@
  * Only this file and each part's `command.ts` read the environment, argv or files (DESIGN.md §6).
  */
 // First, before anything allocates: V8 settings for every part (see the module).
-import './lib/v8-flags.ts';
+import './v8-flags.ts';
 import { Command, CommanderError } from 'commander';
 import { CausewayError, UserError, errorMessage } from './lib/errors.ts';
 import { registerAccessTierCommand } from './access-tier/command.ts';

@@ -5,7 +5,7 @@
  * in production). Announces its port to the benchmark.
  */
 // The same V8 settings as src/main.ts applies in production.
-import '../../src/lib/v8-flags.ts';
+import '../../src/v8-flags.ts';
 import { readFileSync } from 'node:fs';
 import { startAccessTier } from '../../src/access-tier/index.ts';
 import { JsonLinesFileSink } from '../../src/lib/audit/index.ts';

@@ -4,7 +4,7 @@
  * argv[2] (written by targets/causeway.ts). Announces its port to the benchmark.
  */
 // The same V8 settings as src/main.ts applies in production.
-import '../../src/lib/v8-flags.ts';
+import '../../src/v8-flags.ts';
 import { readFileSync } from 'node:fs';
 import { startClientProxy } from '../../src/client/proxy.ts';
 import { createLogger } from '../../src/lib/log.ts';

@@ -4,7 +4,7 @@
  * tunnel; it reaches the benchmark's backend on loopback.
  */
 // The same V8 settings as src/main.ts applies in production.
-import '../../src/lib/v8-flags.ts';
+import '../../src/v8-flags.ts';
 import { readFileSync } from 'node:fs';
 import { startConnector } from '../../src/connector/index.ts';
 import { StaticConfigSource } from '../../src/lib/config/index.ts';

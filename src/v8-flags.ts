@@ -1,5 +1,6 @@
 /**
- * V8 settings for Causeway's processes, applied by importing this module first (src/main.ts and the
+ * V8 settings for Causeway's processes (process state, so it lives beside the entry points, not in
+ * src/lib), applied by importing this module first (src/main.ts and the
  * benchmark's children do, so the benchmark measures what users run).
  *
  * `--external-memory-accounted-in-global-limit`: every TLS record Node reads becomes a fresh 16 KiB
