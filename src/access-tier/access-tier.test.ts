@@ -510,6 +510,9 @@ void describe('access tier: decisions, config changes and hostile callbacks', { 
     tt.after(() => local.close());
     const denied = await expectRefused(local, await local.chain({ sni: 'other.example.com', connect: 'other.example.com:443' }), 403, 'device-untrusted');
     assert.deepEqual(denied.reasons, ['device-untrusted', 'no-matching-role']);
+    const deniedMessages = seen.filter((m) => (m as AccessEvent).id === denied.id);
+    assert.equal(deniedMessages.length, 1, 'one denial is published once on the decision channel');
+    assert.equal((deniedMessages[0] as AccessEvent).decision, 'deny');
     const r = await local.chain({ connect: 'kube.example.com:443' });
     assert.equal(r.kind, 'established');
     destroyResult(r);

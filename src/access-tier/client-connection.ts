@@ -166,13 +166,14 @@ async function proceed(socket: TLSSocket, ctx: AccessTierContext, a: Admitted): 
     deny(['decision-failed'], undefined, 'the policy decision failed');
     return;
   }
-  const verdict = eventDecision(decision);
-  publishDecision(ev, verdict, decision.reasons);
   if (!decision.allow) {
+    // deny() records and publishes the denial: one decision, one message on the channel.
     const reason = decision.reasons[0] ?? 'policy-denied';
     deny(decision.reasons.length > 0 ? decision.reasons : ['policy-denied'], { status: 403, reason, message: 'access denied by policy' });
     return;
   }
+  const verdict = eventDecision(decision);
+  publishDecision(ev, verdict, decision.reasons);
 
   // 4. Open the backend. The dialled address comes from configuration or is the checked target.
   const dialled = formatAuthority(a.dial);
