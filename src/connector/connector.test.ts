@@ -5,14 +5,14 @@ import type { ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import tls from 'node:tls';
 import { constants as h2 } from 'node:http2';
-import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders } from 'node:http2';
+import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { StaticConfigSource, snapshotFromObjects } from '../lib/config/index.ts';
 import { CertificateAuthority, issueKeyAndCert, mtlsServerOptions } from '../lib/pki/index.ts';
 import type { SpecObject } from '../lib/spec/index.ts';
-import { eventually, freePort, makeTestPki, specs, startBlackholeRelay, startEchoServer, startGreetingServer } from '../lib/tunnel/harness.testing.ts';
+import { eventually, freePort, makeTestPki, openStream, specs, startBlackholeRelay, startEchoServer, startGreetingServer } from '../lib/tunnel/harness.testing.ts';
 import type { KeyAndCert, TestPki, TestServer } from '../lib/tunnel/harness.testing.ts';
-import { TUNNEL_ALPN, TUNNEL_HEADER, tunnelRequestHeaders } from '../lib/tunnel/protocol.ts';
+import { TUNNEL_ALPN } from '../lib/tunnel/protocol.ts';
 import { openTunnelClient } from '../lib/tunnel/session.ts';
 import { backoffDelay } from './backoff.ts';
 import { connectorView, startConnector } from './index.ts';
@@ -72,23 +72,6 @@ async function startFakeAccessTier(cert?: { certPem: string; keyPem: string }, p
   };
 }
 
-interface Opened {
-  status: number;
-  reason: string | undefined;
-  stream: ClientHttp2Stream;
-}
-
-function openStream(session: ClientHttp2Session, authority: string): Promise<Opened> {
-  return new Promise((resolve, reject) => {
-    const stream = session.request(tunnelRequestHeaders(authority, { session: 's', service: 'svc', user: 'alice', device: 'laptop-1' }), { endStream: false });
-    stream.on('error', () => undefined);
-    stream.once('response', (headers: IncomingHttpHeaders) => {
-      const reason = headers[TUNNEL_HEADER.reason];
-      resolve({ status: Number(headers[':status']), reason: typeof reason === 'string' ? reason : undefined, stream });
-    });
-    stream.once('close', () => reject(new Error(`stream closed without a response (rst ${String(stream.rstCode)})`)));
-  });
-}
 
 function readAll(stream: ClientHttp2Stream): Promise<Buffer> {
   return new Promise((resolve) => {

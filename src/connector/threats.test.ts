@@ -23,7 +23,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders } from 'node:http2';
+import type { ClientHttp2Session } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { Command } from 'commander';
 import { StaticConfigSource, snapshotFromObjects } from '../lib/config/index.ts';
@@ -33,9 +33,9 @@ import { forgeCertificate } from '../lib/pki/forge.testing.ts';
 import { stringifySpecs } from '../lib/spec/index.ts';
 import { FLAG, FRAME, connectBlock, flood, frame, goawayCode, indexed, literal, literalIndexed, pingFrame, rawAccessTier, rstFrame, settingsFrame } from '../lib/tunnel/frames.testing.ts';
 import type { Frame, RawPeer } from '../lib/tunnel/frames.testing.ts';
-import { eventually, makeTestPki, specs, startBlackholeRelay, startEchoServer } from '../lib/tunnel/harness.testing.ts';
+import { eventually, makeTestPki, openStream, specs, startBlackholeRelay, startEchoServer } from '../lib/tunnel/harness.testing.ts';
 import type { KeyAndCert, TestPki, TestServer } from '../lib/tunnel/harness.testing.ts';
-import { TUNNEL_ALPN, TUNNEL_HEADER, tunnelRequestHeaders } from '../lib/tunnel/protocol.ts';
+import { TUNNEL_ALPN, tunnelRequestHeaders } from '../lib/tunnel/protocol.ts';
 import { openTunnelClient } from '../lib/tunnel/session.ts';
 import { DEFAULT_TUNNEL_LIMITS } from '../lib/tunnel/settings.ts';
 import { makeServerCert, makeTestCa } from '../../test/kit/certs.ts';
@@ -109,23 +109,6 @@ async function startGoodAccessTier(cert: { certPem: string; keyPem: string }, op
   };
 }
 
-interface Opened {
-  status: number;
-  reason: string | undefined;
-  stream: ClientHttp2Stream;
-}
-
-function openStream(session: ClientHttp2Session, authority: string): Promise<Opened> {
-  return new Promise((resolve, reject) => {
-    const stream = session.request(tunnelRequestHeaders(authority, { session: 's', service: 'svc', user: 'alice', device: 'laptop-1' }), { endStream: false });
-    stream.on('error', () => undefined);
-    stream.once('response', (headers: IncomingHttpHeaders) => {
-      const reason = headers[TUNNEL_HEADER.reason];
-      resolve({ status: Number(headers[':status']), reason: typeof reason === 'string' ? reason : undefined, stream });
-    });
-    stream.once('close', () => reject(new Error(`stream closed without a response (rst ${String(stream.rstCode)})`)));
-  });
-}
 
 /** Writes `payload` on a fresh stream to the echo backend and checks it comes back whole. */
 async function echoWorks(session: ClientHttp2Session, payload = 'still serving'): Promise<void> {

@@ -8,10 +8,12 @@ import { createHash } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
+import type { ClientHttp2Session, ClientHttp2Stream, IncomingHttpHeaders } from 'node:http2';
 import { parseConnectResponseHead } from '../net/connect-request.ts';
 import { CertificateAuthority, issueKeyAndCert, mtlsClientOptions } from '../pki/index.ts';
 import type { CertIdentity, CertType } from '../pki/index.ts';
 import { specSchemas } from '../spec/schemas.ts';
+import { TUNNEL_HEADER, tunnelRequestHeaders } from './protocol.ts';
 import type { AccessTierSpec, ConnectorSpec, ServiceSpec } from '../spec/index.ts';
 
 /** Spec documents with defaults applied, as a config source would hold them. */
@@ -309,4 +311,24 @@ export async function eventually<T>(check: () => T | undefined | Promise<T | und
     if (Date.now() > deadline) throw new Error(`${what} did not hold within ${timeoutMs} ms${last instanceof Error ? `: ${last.message}` : ''}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+/** What a tunnel stream opened in a test got back from the connector. */
+export interface Opened {
+  status: number;
+  reason: string | undefined;
+  stream: ClientHttp2Stream;
+}
+
+/** Opens one tunnel stream to `authority`, as the access tier would, and waits for the connector's answer. */
+export function openStream(session: ClientHttp2Session, authority: string): Promise<Opened> {
+  return new Promise((resolve, reject) => {
+    const stream = session.request(tunnelRequestHeaders(authority, { session: 's', service: 'svc', user: 'alice', device: 'laptop-1' }), { endStream: false });
+    stream.on('error', () => undefined);
+    stream.once('response', (headers: IncomingHttpHeaders) => {
+      const reason = headers[TUNNEL_HEADER.reason];
+      resolve({ status: Number(headers[':status']), reason: typeof reason === 'string' ? reason : undefined, stream });
+    });
+    stream.once('close', () => reject(new Error(`stream closed without a response (rst ${String(stream.rstCode)})`)));
+  });
 }
