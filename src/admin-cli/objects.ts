@@ -80,6 +80,10 @@ const KIND_COLUMNS: Readonly<Record<SpecKind, { headers: string[]; values: (spec
     headers: ['TYPE', 'DOMAIN', 'PORT', 'ACCESS-TIER', 'POLICY'],
     values: (s) => [s.type, s.domain, s.port, s.accessTier, s.policy === undefined ? '-' : `${(s.policy as { name: string }).name} (${(s.policy as { mode: string }).mode})`],
   },
+  AdminBinding: {
+    headers: ['ROLE', 'USERS', 'GROUPS', 'KINDS'],
+    values: (s) => [s.role, s.users, s.groups, Array.isArray(s.kinds) && s.kinds.length > 0 ? s.kinds : 'all'],
+  },
 };
 
 export function objectTable(kind: SpecKind | undefined, documents: Document[]): string[] {

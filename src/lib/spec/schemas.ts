@@ -260,6 +260,39 @@ function serviceRules(value: Record<string, unknown>, ctx: z.RefinementCtx): voi
 }
 
 // ---------------------------------------------------------------------------------------------
+// AdminBinding: who may use the admin API with their login session, and for what (CP-17)
+
+export const ADMIN_ROLES = ['admin', 'viewer'] as const;
+
+/** A user name as the users API takes it. */
+const userName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$/, 'must be a user name (letters, digits, . _ @ -; at most 128)');
+
+const adminBindingSpec = z
+  .strictObject({
+    role: z.enum(ADMIN_ROLES),
+    /** Any listed user OR group matches. */
+    users: z.array(userName).default([]),
+    groups: z.array(nonEmpty).default([]),
+    /** An admin only for these spec kinds; empty or absent: everything (users, devices, tokens too). */
+    kinds: z
+      .array(
+        z.string().superRefine((value, ctx) => {
+          // Looked up when a document is checked, so kinds added to the registry below count.
+          if (!Object.hasOwn(specSchemas, value)) ctx.addIssue({ code: 'custom', input: value, message: `must be a spec kind: one of ${Object.keys(specSchemas).join(', ')}` });
+        }),
+      )
+      .default([]),
+  })
+  .superRefine((value, ctx) => {
+    if (value.users.length === 0 && value.groups.length === 0) {
+      ctx.addIssue({ code: 'custom', input: value, path: ['users'], message: 'name at least one user or group (a binding for nobody does nothing)' });
+    }
+    if (value.role === 'viewer' && value.kinds.length > 0) {
+      ctx.addIssue({ code: 'custom', input: value, path: ['kinds'], message: 'is only for role admin (a viewer reads everything; it writes nothing)' });
+    }
+  });
+
+// ---------------------------------------------------------------------------------------------
 // The registry of kinds
 
 export const specSchemas = {
@@ -268,6 +301,7 @@ export const specSchemas = {
   AccessTier: documentSchema('AccessTier', accessTierSpec),
   Connector: documentSchema('Connector', connectorSpec),
   Service: documentSchema('Service', serviceSpec),
+  AdminBinding: documentSchema('AdminBinding', adminBindingSpec),
 };
 
 export type SpecKind = keyof typeof specSchemas;
@@ -286,6 +320,7 @@ export type PolicySpec = z.output<typeof specSchemas.Policy>;
 export type AccessTierSpec = z.output<typeof specSchemas.AccessTier>;
 export type ConnectorSpec = z.output<typeof specSchemas.Connector>;
 export type ServiceSpec = z.output<typeof specSchemas.Service>;
+export type AdminBindingSpec = z.output<typeof specSchemas.AdminBinding>;
 
 /** Any spec document, with defaults applied; discriminated on `kind`. */
 export type SpecObject = { [K in SpecKind]: z.output<(typeof specSchemas)[K]> }[SpecKind];
