@@ -179,10 +179,47 @@ function initialSchema(dialect: StoreDialect): Migration {
   };
 }
 
+/**
+ * Identity (issue 4): the built-in directory's columns on users (where a user comes from, a sealed
+ * TOTP secret, the failed-login count and lock, the last login) and the OIDC provider's records.
+ * SQLite adds one column per ALTER TABLE, so each is its own statement.
+ */
+function identity(dialect: StoreDialect): Migration {
+  const { text } = types(dialect);
+  return {
+    async up(db: AnyDb): Promise<void> {
+      await db.schema.alterTable('users').addColumn('source', text, (c) => c.notNull().defaultTo('local')).execute();
+      await db.schema.alterTable('users').addColumn('totp_secret', text).execute();
+      await db.schema.alterTable('users').addColumn('failed_logins', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+      await db.schema.alterTable('users').addColumn('locked_until', text).execute();
+      await db.schema.alterTable('users').addColumn('last_login_at', text).execute();
+
+      // The payload is JSON as text in both databases: oidc-provider reads back what it wrote.
+      await db.schema
+        .createTable('oidc_records')
+        .addColumn('model', text, (c) => c.notNull())
+        .addColumn('id', text, (c) => c.notNull())
+        .addColumn('payload', text, (c) => c.notNull())
+        .addColumn('grant_id', text)
+        .addColumn('user_code', text)
+        .addColumn('uid', text)
+        .addColumn('expires_at', text)
+        .addColumn('consumed_at', text)
+        .addPrimaryKeyConstraint('oidc_records_pk', ['model', 'id'])
+        .execute();
+      await db.schema.createIndex('oidc_records_grant').on('oidc_records').column('grant_id').execute();
+      await db.schema.createIndex('oidc_records_user_code').on('oidc_records').columns(['model', 'user_code']).execute();
+      await db.schema.createIndex('oidc_records_uid').on('oidc_records').columns(['model', 'uid']).execute();
+      await db.schema.createIndex('oidc_records_expires').on('oidc_records').column('expires_at').execute();
+    },
+  };
+}
+
 /** Every migration, by name; names sort in the order they run. */
 export function migrations(dialect: StoreDialect): Record<string, Migration> {
   return {
     '0001-initial-schema': initialSchema(dialect),
+    '0002-identity': identity(dialect),
   };
 }
 

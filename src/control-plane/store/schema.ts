@@ -42,6 +42,13 @@ export interface UsersTable {
   groups: string;
   disabled: boolean | number;
   password_hash: string | null;
+  /** `local` or `idp:<name>`. */
+  source: string;
+  /** Sealed by the caller's SecretBox; never returned but by getUserCredentials. */
+  totp_secret: string | null;
+  failed_logins: number;
+  locked_until: string | null;
+  last_login_at: string | null;
   version: number;
   created_at: string;
   created_by: string;
@@ -126,6 +133,20 @@ export interface CertificatesTable {
   reason: string | null;
 }
 
+/** oidc-provider's records (sessions, grants, codes, tokens…), keyed by its model name and id. */
+export interface OidcRecordsTable {
+  model: string;
+  id: string;
+  /** JSON text. */
+  payload: string;
+  grant_id: string | null;
+  user_code: string | null;
+  uid: string | null;
+  /** null: never expires. */
+  expires_at: string | null;
+  consumed_at: string | null;
+}
+
 export interface KvTable {
   key: string;
   value: string;
@@ -143,6 +164,7 @@ export interface Database {
   audit_events: AuditEventsTable;
   certificates: CertificatesTable;
   kv: KvTable;
+  oidc_records: OidcRecordsTable;
 }
 
 export function asBool(value: boolean | number): boolean {

@@ -447,13 +447,134 @@ export function runStoreConformance(name: string, openStore: OpenStore, cleanup:
       const hash = `scrypt$${uid()}${uid()}`;
       const user = await store.createUser({ name, passwordHash: hash }, { actor });
       assert.equal(user.hasPassword, true);
-      assert.deepEqual(await store.getUserCredentials(name), { user, passwordHash: hash });
+      assert.deepEqual(await store.getUserCredentials(name), { user, passwordHash: hash, totpSecret: null, failedLogins: 0 });
       const everything = JSON.stringify([user, await store.getUser(user.id), await store.listUsers(), await store.snapshot(), await store.changesSince(0, 10_000), await store.queryAuditEvents({ kind: 'User', name: user.id })]);
       assert.ok(!everything.includes(hash));
       const changed = await store.updateUser(user.id, { passwordHash: null }, { actor });
       assert.equal(changed.hasPassword, false);
       assert.equal((await store.getUserCredentials(name))?.passwordHash, null);
       assert.equal(await store.getUserCredentials('nobody-at-all'), undefined);
+    });
+
+    void test('a new user is local with no TOTP, no lock and no login; source and a sealed TOTP secret are set and patched like other fields', async (t) => {
+      const store = await open(t);
+      const plain = await store.createUser({ name: `plain-${uid()}` }, { actor });
+      assert.equal(plain.source, 'local');
+      assert.equal(plain.hasTotp, false);
+      assert.equal(plain.lockedUntil, null);
+      assert.equal(plain.lastLoginAt, null);
+      const name = `idp-${uid()}`;
+      const idp = await store.createUser({ name, source: 'idp:corp', email: 'e@example.com', groups: ['platform'] }, { actor });
+      assert.equal(idp.source, 'idp:corp');
+      assert.deepEqual(await store.getUserByName(name), idp);
+      const sealed = `sealed.v1.${uid()}${uid()}`;
+      const withTotp = await store.updateUser(plain.id, { totpSecret: sealed }, { actor, expectedVersion: 1 });
+      assert.equal(withTotp.hasTotp, true);
+      assert.equal(withTotp.version, 2);
+      assert.equal((await store.updateUser(plain.id, { totpSecret: sealed }, { actor })).version, 2, 'the same secret again writes nothing');
+      const moved = await store.updateUser(plain.id, { source: 'idp:other' }, { actor });
+      assert.equal(moved.source, 'idp:other');
+      assert.equal(moved.version, 3);
+      const cleared = await store.updateUser(plain.id, { totpSecret: null }, { actor });
+      assert.equal(cleared.hasTotp, false);
+      await rejectsWith(store.createUser({ name: `bad-${uid()}`, source: 'ldap' }, { actor }), 'INVALID_ARGUMENT');
+      await rejectsWith(store.createUser({ name: `bad-${uid()}`, source: 'idp:' }, { actor }), 'INVALID_ARGUMENT');
+      await rejectsWith(store.updateUser(plain.id, { source: 'idp: spaced' }, { actor }), 'INVALID_ARGUMENT');
+      await rejectsWith(store.updateUser(plain.id, { totpSecret: '' }, { actor }), 'INVALID_ARGUMENT');
+    });
+
+    void test('a TOTP secret and a password hash come from getUserCredentials only, never from a record, the feed, a snapshot or the audit log (CP-11)', async (t) => {
+      const store = await open(t);
+      const name = `totp-${uid()}`;
+      const hash = `scrypt$${uid()}${uid()}`;
+      const sealed = `sealed.v1.${uid()}${uid()}`;
+      const user = await store.createUser({ name, passwordHash: hash, totpSecret: sealed }, { actor });
+      assert.equal(user.hasTotp, true);
+      await store.recordLoginFailure(user.id, { at: new Date().toISOString(), maxFailures: 1, lockMs: 60_000 });
+      await store.unlockUser(user.id, { actor });
+      await store.recordLoginSuccess(user.id, new Date().toISOString());
+      const credentials = await store.getUserCredentials(name);
+      assert.equal(credentials?.totpSecret, sealed);
+      assert.equal(credentials?.passwordHash, hash);
+      assert.equal(credentials?.failedLogins, 0);
+      const records = [await store.getUser(user.id), await store.getUserByName(name), await store.listUsers(), await store.snapshot(), await store.changesSince(0, 10_000), await store.queryAuditEvents({ kind: 'User', name: user.id })];
+      const everything = JSON.stringify(records);
+      for (const secret of [sealed, hash]) assert.ok(!everything.includes(secret), 'no secret outside getUserCredentials');
+      for (const field of ['totpSecret', 'totp_secret', 'passwordHash', 'password_hash', 'failedLogins']) assert.ok(!everything.includes(`"${field}"`), `no ${field} field in any record`);
+      await rejectsWith(store.updateUser(user.id, { totpSecret: '-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----' }, { actor }), 'PLAINTEXT_KEY_REFUSED');
+    });
+
+    void test('recordLoginFailure counts failures and locks at maxFailures; success resets them; neither bumps the version nor writes a change or audit event', async (t) => {
+      const store = await open(t);
+      const user = await store.createUser({ name: `lock-${uid()}` }, { actor });
+      const revision = await store.currentRevision();
+      const t0 = Date.parse('2026-05-01T12:00:00.000Z');
+      const at = (ms: number): string => new Date(t0 + ms).toISOString();
+      const opts = (ms: number) => ({ at: at(ms), maxFailures: 3, lockMs: 60_000 });
+      assert.deepEqual(await store.recordLoginFailure(user.id, opts(0)), { failedLogins: 1, lockedUntil: null });
+      assert.deepEqual(await store.recordLoginFailure(user.id, opts(1000)), { failedLogins: 2, lockedUntil: null });
+      assert.deepEqual(await store.recordLoginFailure(user.id, opts(2000)), { failedLogins: 3, lockedUntil: at(62_000) });
+      assert.equal((await store.getUser(user.id))?.lockedUntil, at(62_000));
+      // A failure while locked counts and restarts the lock.
+      assert.deepEqual(await store.recordLoginFailure(user.id, opts(10_000)), { failedLogins: 4, lockedUntil: at(70_000) });
+      // After the lock has run out, counting starts again.
+      assert.deepEqual(await store.recordLoginFailure(user.id, opts(80_000)), { failedLogins: 1, lockedUntil: null });
+      assert.equal((await store.getUserCredentials(user.name))?.failedLogins, 1);
+      await store.recordLoginSuccess(user.id, at(90_000));
+      const after = await store.getUser(user.id);
+      assert.equal(after?.lastLoginAt, at(90_000));
+      assert.equal(after?.lockedUntil, null);
+      assert.equal((await store.getUserCredentials(user.name))?.failedLogins, 0);
+      assert.equal(after?.version, 1);
+      assert.equal(await store.currentRevision(), revision);
+      assert.deepEqual((await store.queryAuditEvents({ kind: 'User', name: user.id })).events.map((e) => e.action), ['create']);
+      // An update racing with failures does not undo their count.
+      await store.recordLoginFailure(user.id, opts(91_000));
+      await store.updateUser(user.id, { groups: ['eng'] }, { actor });
+      assert.equal((await store.getUserCredentials(user.name))?.failedLogins, 1);
+      await rejectsWith(store.recordLoginFailure('no-such-user', opts(0)), 'NOT_FOUND');
+      await rejectsWith(store.recordLoginSuccess('no-such-user', at(0)), 'NOT_FOUND');
+      await rejectsWith(store.recordLoginFailure(user.id, { at: at(0), maxFailures: 0, lockMs: 1 }), 'INVALID_ARGUMENT');
+      await rejectsWith(store.recordLoginFailure(user.id, { at: 'yesterday', maxFailures: 5, lockMs: 1 }), 'INVALID_ARGUMENT');
+    });
+
+    void test('20 concurrent login failures through two stores with maxFailures 5 are all counted and lock the user (no lost update)', async (t) => {
+      const a = await open(t);
+      const b = await open(t);
+      const user = await a.createUser({ name: `race-${uid()}` }, { actor });
+      const at = '2026-05-01T12:00:00.000Z';
+      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? a : b).recordLoginFailure(user.id, { at, maxFailures: 5, lockMs: 15 * 60_000 })));
+      assert.deepEqual(results.map((r) => r.failedLogins).sort((x, y) => x - y), Array.from({ length: 20 }, (_, i) => i + 1));
+      for (const r of results) assert.equal(r.lockedUntil, r.failedLogins >= 5 ? '2026-05-01T12:15:00.000Z' : null);
+      assert.equal((await a.getUserCredentials(user.name))?.failedLogins, 20);
+      assert.equal((await b.getUser(user.id))?.lockedUntil, '2026-05-01T12:15:00.000Z');
+    });
+
+    void test('unlockUser is an admin write: it resets the lock with a version bump, a change and an unlock audit event', async (t) => {
+      const store = await open(t);
+      const user = await store.createUser({ name: `unlock-${uid()}` }, { actor });
+      const same = await store.unlockUser(user.id, { actor: 'user:admin' });
+      assert.deepEqual(same, user, 'unlocking a user who is not locked writes nothing');
+      const at = new Date().toISOString();
+      for (let i = 0; i < 5; i++) await store.recordLoginFailure(user.id, { at, maxFailures: 5, lockMs: 60_000 });
+      const locked = await store.getUser(user.id);
+      assert.ok(locked?.lockedUntil !== null);
+      const start = await store.currentRevision();
+      await rejectsWith(store.unlockUser(user.id, { actor: 'user:admin', expectedVersion: 7 }), 'VERSION_CONFLICT');
+      const unlocked = await store.unlockUser(user.id, { actor: 'user:admin', expectedVersion: 1 });
+      assert.equal(unlocked.lockedUntil, null);
+      assert.equal(unlocked.version, 2);
+      assert.equal(unlocked.updatedBy, 'user:admin');
+      assert.deepEqual(await store.getUser(user.id), unlocked);
+      assert.equal((await store.getUserCredentials(user.name))?.failedLogins, 0);
+      const changes = (await store.changesSince(start)).filter((c) => c.name === user.id);
+      assert.deepEqual(changes.map((c) => [c.kind, c.op, c.version]), [['User', 'put', 2]]);
+      assert.deepEqual(changes[0].object, unlocked);
+      const audit = (await store.queryAuditEvents({ kind: 'User', name: user.id })).events;
+      assert.deepEqual(audit.map((e) => [e.action, e.actor]), [['unlock', 'user:admin'], ['create', actor]]);
+      assert.deepEqual(audit[0].before, locked);
+      assert.deepEqual(audit[0].after, unlocked);
+      await rejectsWith(store.unlockUser('no-such-user', { actor }), 'NOT_FOUND');
     });
 
     void test('deleteUser removes the user and their devices, each as a change and an audit event', async (t) => {
@@ -541,7 +662,7 @@ export function runStoreConformance(name: string, openStore: OpenStore, cleanup:
 
       const listed = await store.listApiTokens();
       const everything = JSON.stringify([record, verified, listed, await store.queryAuditEvents({ kind: 'ApiToken' })]);
-      assert.ok(!everything.includes(token.split('_')[2]), 'the secret is never returned again');
+      assert.ok(!everything.includes(token.split('_').slice(2).join('_')), 'the secret is never returned again');
       assert.ok(!everything.includes(hashToken(token)), 'nor its hash');
       assert.ok(!everything.includes('hash'));
 
@@ -748,6 +869,129 @@ export function runStoreConformance(name: string, openStore: OpenStore, cleanup:
       assert.equal((await store.queryAuditEvents({ kind, actor: 'user:u1' })).events.length, 6);
       assert.equal((await store.queryAuditEvents({ kind, action: 'create' })).events.length, 3);
       assert.equal((await store.queryAuditEvents({ kind, since: full[0].at })).events.length >= 1, true);
+    });
+
+    void test('appendAuditEvent records login events, making id and at when missing, and queryAuditEvents finds them', async (t) => {
+      const clock = new FakeClock(Date.parse('2026-06-01T08:00:00.000Z'));
+      const store = await open(t, { clock });
+      const name = `login-${uid()}`;
+      await store.appendAuditEvent({ actor: `user:${name}`, action: 'login', kind: 'User', name, after: { method: 'password', source: '192.0.2.7' } });
+      clock.advance(1000);
+      await store.appendAuditEvent({ actor: `user:${name}`, action: 'login-failed', kind: 'User', name, at: '2026-06-01T07:59:59.5Z' });
+      await store.appendAuditEvent({ id: `audit-${uid()}`, actor: 'system', action: 'locked', kind: 'User', name, before: { failedLogins: 4 }, after: { failedLogins: 5 } });
+      const events = (await store.queryAuditEvents({ kind: 'User', name })).events;
+      assert.deepEqual(events.map((e) => [e.action, e.at]), [
+        ['locked', '2026-06-01T08:00:01.000Z'],
+        ['login', '2026-06-01T08:00:00.000Z'],
+        ['login-failed', '2026-06-01T07:59:59.500Z'],
+      ]);
+      assert.deepEqual(events[1].after, { method: 'password', source: '192.0.2.7' });
+      assert.equal(events[1].before, null);
+      assert.ok(events.every((e) => typeof e.id === 'string' && e.id !== ''));
+      assert.equal((await store.queryAuditEvents({ action: 'login', name })).events.length, 1);
+      await rejectsWith(store.appendAuditEvent({ actor: '', action: 'login', kind: 'User', name }), 'INVALID_ARGUMENT');
+      await rejectsWith(store.appendAuditEvent({ actor, action: '', kind: 'User', name }), 'INVALID_ARGUMENT');
+      await rejectsWith(store.appendAuditEvent({ actor, action: 'login', kind: 'User', name, at: 'soon' }), 'INVALID_ARGUMENT');
+    });
+
+    void test('OIDC records: upsert replaces the whole record, find returns the payload until it expires, destroy removes it', async (t) => {
+      const clock = new FakeClock(Date.parse('2026-06-01T08:00:00.000Z'));
+      const store = await open(t, { clock });
+      const model = `AccessToken${uid()}`;
+      const payload = { accountId: 'u1', grantId: `g-${uid()}`, scope: 'openid email', claims: { nested: ['a', 1, null, true] }, kind: 'AccessToken' };
+      await store.oidcUpsert(model, 'tok1', payload, '2026-06-01T09:00:00.000Z');
+      assert.deepEqual(await store.oidcFind(model, 'tok1'), payload);
+      assert.equal(await store.oidcFind(model, 'other'), undefined);
+      assert.equal(await store.oidcFind(`Other${uid()}`, 'tok1'), undefined, 'records are per model');
+      // Replacing: a new payload, no grant, no expiry; the old grant index goes with it.
+      await store.oidcUpsert(model, 'tok1', { accountId: 'u2' }, null);
+      assert.deepEqual(await store.oidcFind(model, 'tok1'), { accountId: 'u2' });
+      assert.equal(await store.oidcRevokeByGrantId(payload.grantId), 0);
+      clock.advance(365 * 24 * 3_600_000);
+      assert.deepEqual(await store.oidcFind(model, 'tok1'), { accountId: 'u2' }, 'null expiry never expires');
+      await store.oidcUpsert(model, 'tok2', { accountId: 'u3' }, new Date(clock.now() + 1000).toISOString());
+      assert.deepEqual(await store.oidcFind(model, 'tok2'), { accountId: 'u3' });
+      clock.advance(1000);
+      assert.equal(await store.oidcFind(model, 'tok2'), undefined, 'expired at its expiry time');
+      await store.oidcDestroy(model, 'tok1');
+      assert.equal(await store.oidcFind(model, 'tok1'), undefined);
+      await store.oidcDestroy(model, 'tok1');
+      await rejectsWith(store.oidcUpsert(model, '', {}, null), 'INVALID_ARGUMENT');
+      await rejectsWith(store.oidcUpsert(model, 'x', {}, 'later'), 'INVALID_ARGUMENT');
+    });
+
+    void test('OIDC records: consume marks a record with consumed epoch seconds, kept until an upsert replaces it', async (t) => {
+      const clock = new FakeClock(Date.parse('2026-06-01T08:00:00.250Z'));
+      const store = await open(t, { clock });
+      const model = `RefreshToken${uid()}`;
+      await store.oidcUpsert(model, 'rt', { accountId: 'u1' }, null);
+      await store.oidcConsume(model, 'rt');
+      const consumedAt = Math.floor(Date.parse('2026-06-01T08:00:00.250Z') / 1000);
+      assert.deepEqual(await store.oidcFind(model, 'rt'), { accountId: 'u1', consumed: consumedAt });
+      clock.advance(5000);
+      await store.oidcConsume(model, 'rt');
+      assert.equal((await store.oidcFind(model, 'rt'))?.consumed, consumedAt, 'the first consumption counts');
+      await store.oidcConsume(model, 'missing');
+      await store.oidcUpsert(model, 'rt', { accountId: 'u1', rotated: true }, null);
+      assert.deepEqual(await store.oidcFind(model, 'rt'), { accountId: 'u1', rotated: true });
+    });
+
+    void test('OIDC records: found by user code and by uid within their model, unless expired', async (t) => {
+      const clock = new FakeClock(Date.parse('2026-06-01T08:00:00.000Z'));
+      const store = await open(t, { clock });
+      const device = `DeviceCode${uid()}`;
+      const session = `Interaction${uid()}`;
+      const userCode = `WDJB-${uid()}`;
+      await store.oidcUpsert(device, 'dc1', { userCode, clientId: 'causeway-cli' }, '2026-06-01T08:10:00.000Z');
+      await store.oidcUpsert(session, 'i1', { uid: 'interaction-uid', userCode: 42 }, '2026-06-01T08:05:00.000Z');
+      assert.deepEqual(await store.oidcFindByUserCode(device, userCode), { userCode, clientId: 'causeway-cli' });
+      assert.equal(await store.oidcFindByUserCode(session, userCode), undefined);
+      assert.equal(await store.oidcFindByUserCode(device, 'WDJB-NONE'), undefined);
+      assert.deepEqual(await store.oidcFindByUid(session, 'interaction-uid'), { uid: 'interaction-uid', userCode: 42 });
+      assert.equal(await store.oidcFindByUid(device, 'interaction-uid'), undefined);
+      clock.advance(5 * 60_000);
+      assert.equal(await store.oidcFindByUid(session, 'interaction-uid'), undefined);
+      assert.ok((await store.oidcFindByUserCode(device, userCode)) !== undefined);
+      clock.advance(5 * 60_000);
+      assert.equal(await store.oidcFindByUserCode(device, userCode), undefined);
+    });
+
+    void test('OIDC records: revoking a grant deletes its records of every model; prune deletes only expired records', async (t) => {
+      const store = await open(t);
+      const grantId = `grant-${uid()}`;
+      const m = uid();
+      await store.oidcUpsert(`AccessToken${m}`, 'a', { grantId }, null);
+      await store.oidcUpsert(`RefreshToken${m}`, 'r', { grantId }, '2099-01-01T00:00:00.000Z');
+      await store.oidcUpsert(`AuthorizationCode${m}`, 'c', { grantId }, '2099-01-01T00:00:00.000Z');
+      await store.oidcUpsert(`AccessToken${m}`, 'other', { grantId: `${grantId}-other` }, null);
+      assert.equal(await store.oidcRevokeByGrantId(grantId), 3);
+      assert.equal(await store.oidcFind(`RefreshToken${m}`, 'r'), undefined);
+      assert.deepEqual(await store.oidcFind(`AccessToken${m}`, 'other'), { grantId: `${grantId}-other` });
+      assert.equal(await store.oidcRevokeByGrantId(grantId), 0);
+
+      // Prune at a time far in the past touches nothing of this test; at a later time, only the expired.
+      await store.oidcUpsert(`Session${m}`, 'old', {}, '2001-01-01T00:00:00.000Z');
+      await store.oidcUpsert(`Session${m}`, 'older', {}, '2000-06-01T00:00:00.000Z');
+      await store.oidcUpsert(`Session${m}`, 'new', {}, '2099-01-01T00:00:00.000Z');
+      await store.oidcUpsert(`Session${m}`, 'forever', {}, null);
+      assert.ok((await store.oidcPrune('2001-01-01T00:00:00.000Z')) >= 2);
+      assert.equal(await store.oidcFind(`Session${m}`, 'old'), undefined);
+      assert.deepEqual(await store.oidcFind(`Session${m}`, 'new'), {});
+      assert.deepEqual(await store.oidcFind(`Session${m}`, 'forever'), {});
+      assert.equal(await store.oidcPrune('2001-01-01T00:00:00.000Z'), 0, 'nothing left to prune at that time');
+      await rejectsWith(store.oidcPrune('whenever'), 'INVALID_ARGUMENT');
+    });
+
+    void test('OIDC records hold hostile strings as data and refuse a PEM private key (CP-16)', async (t) => {
+      const store = await open(t);
+      const model = `Session${uid()}`;
+      const hostile = "x'); drop table oidc_records; --\u0000\ud800\r\n\"";
+      await store.oidcUpsert(model, hostile, { uid: hostile, note: hostile }, null);
+      const clean = "x'); drop table oidc_records; --\u2400\ufffd\r\n\"";
+      assert.deepEqual(await store.oidcFind(model, hostile), { uid: clean, note: clean });
+      assert.deepEqual(await store.oidcFindByUid(model, hostile), { uid: clean, note: clean });
+      await rejectsWith(store.oidcUpsert(model, 'k', { key: '-----BEGIN EC PRIVATE KEY-----\nMHcC\n-----END EC PRIVATE KEY-----' }, null), 'PLAINTEXT_KEY_REFUSED');
+      assert.equal(await store.oidcFind(model, 'k'), undefined);
     });
 
     // --- durability and secrets ------------------------------------------------------------------

@@ -10,13 +10,14 @@
  * (CP-14).
  */
 import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
 import type { Kysely, Selectable, Transaction } from 'kysely';
 import type { AccessEvent } from '../../lib/audit/index.ts';
 import type { Clock } from '../../lib/clock.ts';
 import { CausewayError, UserError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Backend, RevisionSource } from './backend.ts';
-import type { ApiTokensTable, AuditEventsTable, CertificatesTable, Database, DevicesTable, JoinTokensTable, ObjectsTable, UsersTable } from './schema.ts';
+import type { ApiTokensTable, AuditEventsTable, CertificatesTable, Database, DevicesTable, JoinTokensTable, ObjectsTable, OidcRecordsTable, UsersTable } from './schema.ts';
 import { asBool } from './schema.ts';
 import { hashToken, newSecret, tokenId, tokenMatches } from './tokens.ts';
 import { CERTIFICATE_KIND, DEVICE_KIND, RESERVED_KINDS, USER_KIND } from './types.ts';
@@ -38,7 +39,10 @@ import type {
   IssuedToken,
   JoinTokenKind,
   JoinTokenRecord,
+  LoginFailureOptions,
+  LoginFailureResult,
   NewApiToken,
+  NewAuditEvent,
   NewCertificate,
   NewDevice,
   NewJoinToken,
@@ -344,6 +348,11 @@ export class KyselyStore implements Store {
         groups: toJson(groups),
         disabled: user.disabled ?? false,
         password_hash: user.passwordHash ?? null,
+        source: user.source === undefined ? 'local' : userSource(user.source),
+        totp_secret: sealedSecret(user.totpSecret),
+        failed_logins: 0,
+        locked_until: null,
+        last_login_at: null,
         version: 1,
         created_at: tx.at,
         created_by: storableString(options.actor),
@@ -370,7 +379,7 @@ export class KyselyStore implements Store {
   async getUserCredentials(name: string): Promise<UserCredentials | undefined> {
     this.#assertOpen();
     const row = await this.#db.selectFrom('users').selectAll().where('name', '=', name).executeTakeFirst();
-    return row === undefined ? undefined : { user: userFromRow(row), passwordHash: row.password_hash };
+    return row === undefined ? undefined : { user: userFromRow(row), passwordHash: row.password_hash, totpSecret: row.totp_secret, failedLogins: Number(row.failed_logins) };
   }
 
   async listUsers(): Promise<UserRecord[]> {
@@ -388,8 +397,17 @@ export class KyselyStore implements Store {
         groups: patch.groups === undefined ? row.groups : toJson(stringList(patch.groups, 'groups')),
         disabled: patch.disabled === undefined ? asBool(row.disabled) : patch.disabled,
         password_hash: patch.passwordHash === undefined ? row.password_hash : patch.passwordHash,
+        source: patch.source === undefined ? row.source : userSource(patch.source),
+        totp_secret: patch.totpSecret === undefined ? row.totp_secret : sealedSecret(patch.totpSecret),
       };
-      const unchanged = next.name === row.name && next.email === row.email && canonicalJson(fromJson(next.groups)) === canonicalJson(fromJson(row.groups)) && next.disabled === asBool(row.disabled) && next.password_hash === row.password_hash;
+      const unchanged =
+        next.name === row.name &&
+        next.email === row.email &&
+        canonicalJson(fromJson(next.groups)) === canonicalJson(fromJson(row.groups)) &&
+        next.disabled === asBool(row.disabled) &&
+        next.password_hash === row.password_hash &&
+        next.source === row.source &&
+        next.totp_secret === row.totp_secret;
       if (unchanged) return userFromRow(row);
       if (next.name !== row.name) {
         const clash = await tx.trx.selectFrom('users').select('id').where('name', '=', next.name).executeTakeFirst();
@@ -398,7 +416,9 @@ export class KyselyStore implements Store {
       next.version = row.version + 1;
       next.updated_at = tx.at;
       next.updated_by = storableString(options.actor);
-      const { id: _id, created_at: _ca, created_by: _cb, ...changes } = next;
+      // The login bookkeeping is left out: recordLoginFailure changes it without a version bump, so
+      // writing back what this transaction read could undo a concurrent failure's count.
+      const { id: _id, created_at: _ca, created_by: _cb, failed_logins: _fl, locked_until: _lu, last_login_at: _ll, ...changes } = next;
       const updated = await tx.trx.updateTable('users').set(changes).where('id', '=', id).where('version', '=', row.version).executeTakeFirst();
       if (updated.numUpdatedRows !== 1n) throw versionConflict(`user ${row.name}`, undefined, row.version);
       const before = userFromRow(row);
@@ -420,6 +440,56 @@ export class KyselyStore implements Store {
       const before = userFromRow(row);
       await tx.record(options.actor, 'delete', USER_KIND, id, row.version, before, null);
       return before;
+    });
+  }
+
+  async recordLoginFailure(id: string, options: LoginFailureOptions): Promise<LoginFailureResult> {
+    this.#assertOpen();
+    const at = isoTime(options.at, 'at');
+    if (!Number.isSafeInteger(options.maxFailures) || options.maxFailures < 1) throw new UserError('INVALID_ARGUMENT', 'maxFailures must be a whole number of at least 1');
+    if (!Number.isFinite(options.lockMs) || options.lockMs <= 0) throw new UserError('INVALID_ARGUMENT', 'lockMs must be a positive number of milliseconds');
+    const until = new Date(Date.parse(at) + options.lockMs).toISOString();
+    // One UPDATE reads and writes the count, so concurrent failures (on any replica) each count: the
+    // database serialises the row's updates and each sees the count the previous one wrote.
+    const lapsed = sql<boolean>`(locked_until is not null and locked_until <= ${at})`;
+    const count = sql<number>`(case when ${lapsed} then 1 else failed_logins + 1 end)`;
+    const row = await this.#db
+      .updateTable('users')
+      .set({
+        failed_logins: count,
+        locked_until: sql<string | null>`(case when ${count} >= ${options.maxFailures} then ${until} when ${lapsed} then null else locked_until end)`,
+      })
+      .where('id', '=', id)
+      .returning(['failed_logins', 'locked_until'])
+      .executeTakeFirst();
+    if (row === undefined) throw new UserError('NOT_FOUND', `user ${id} does not exist`);
+    return { failedLogins: Number(row.failed_logins), lockedUntil: row.locked_until };
+  }
+
+  async recordLoginSuccess(id: string, at: string): Promise<void> {
+    this.#assertOpen();
+    const when = isoTime(at, 'at');
+    const result = await this.#db.updateTable('users').set({ failed_logins: 0, locked_until: null, last_login_at: when }).where('id', '=', id).executeTakeFirst();
+    if (result.numUpdatedRows !== 1n) throw new UserError('NOT_FOUND', `user ${id} does not exist`);
+  }
+
+  async unlockUser(id: string, options: WriteOptions): Promise<UserRecord> {
+    return await this.#writeVersioned(options, async (tx, expected) => {
+      const row = await userToChange(tx.trx, id, expected);
+      if (Number(row.failed_logins) === 0 && row.locked_until === null) return userFromRow(row);
+      const version = row.version + 1;
+      const actor = storableString(options.actor);
+      const updated = await tx.trx
+        .updateTable('users')
+        .set({ failed_logins: 0, locked_until: null, version, updated_at: tx.at, updated_by: actor })
+        .where('id', '=', id)
+        .where('version', '=', row.version)
+        .executeTakeFirst();
+      if (updated.numUpdatedRows !== 1n) throw versionConflict(`user ${row.name}`, undefined, row.version);
+      const before = userFromRow(row);
+      const after = userFromRow({ ...row, failed_logins: 0, locked_until: null, version, updated_at: tx.at, updated_by: actor });
+      await tx.record(options.actor, 'unlock', USER_KIND, id, version, before, after);
+      return after;
     });
   }
 
@@ -805,6 +875,108 @@ export class KyselyStore implements Store {
     return pageOf(rows, limit, (r) => r.at, auditFromRow);
   }
 
+  async appendAuditEvent(event: NewAuditEvent): Promise<void> {
+    this.#assertOpen();
+    if (event === null || typeof event !== 'object') throw new UserError('INVALID_ARGUMENT', 'an audit event is an object');
+    checkActor(event);
+    if (typeof event.name !== 'string') throw new UserError('INVALID_ARGUMENT', 'name must be a string');
+    const nowMs = this.#clock.now();
+    await this.#db
+      .insertInto('audit_events')
+      .values({
+        id: event.id === undefined ? this.#ids.next(nowMs) : requiredText(event.id, 'id'),
+        at: event.at === undefined ? new Date(nowMs).toISOString() : isoTime(event.at, 'at'),
+        actor: storableString(event.actor),
+        action: requiredText(event.action, 'action'),
+        kind: requiredText(event.kind, 'kind'),
+        name: storableString(event.name),
+        before: event.before === null || event.before === undefined ? null : toJson(jsonValue(event.before, 'before')),
+        after: event.after === null || event.after === undefined ? null : toJson(jsonValue(event.after, 'after')),
+      })
+      .execute();
+  }
+
+  // --- OIDC provider records ---------------------------------------------------------------------
+
+  async oidcUpsert(model: string, id: string, payload: Record<string, unknown>, expiresAt: string | null): Promise<void> {
+    this.#assertOpen();
+    const key = oidcKey(model, id);
+    if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) throw new UserError('INVALID_ARGUMENT', 'an OIDC record payload is an object');
+    const text = toJson(jsonValue(payload, 'payload'));
+    if (text.includes('PRIVATE KEY')) throw new CausewayError('PLAINTEXT_KEY_REFUSED', `refusing to store a PEM private key in the OIDC ${key.model} record: keys are stored encrypted (CP-16); this is a bug`);
+    const indexed = (field: string): string | null => (typeof payload[field] === 'string' ? storableString(payload[field]) : null);
+    const values = {
+      payload: text,
+      grant_id: indexed('grantId'),
+      user_code: indexed('userCode'),
+      uid: indexed('uid'),
+      expires_at: expiresAt === null || expiresAt === undefined ? null : isoTime(expiresAt, 'expiresAt'),
+      consumed_at: null,
+    };
+    await this.#db
+      .insertInto('oidc_records')
+      .values({ ...key, ...values })
+      .onConflict((oc) => oc.columns(['model', 'id']).doUpdateSet(values))
+      .execute();
+  }
+
+  async oidcFind(model: string, id: string): Promise<Record<string, unknown> | undefined> {
+    this.#assertOpen();
+    const key = oidcKey(model, id);
+    return this.#oidcFindWhere(key.model, 'id', key.id);
+  }
+
+  async oidcFindByUserCode(model: string, userCode: string): Promise<Record<string, unknown> | undefined> {
+    this.#assertOpen();
+    const key = oidcKey(model, userCode);
+    return this.#oidcFindWhere(key.model, 'user_code', key.id);
+  }
+
+  async oidcFindByUid(model: string, uid: string): Promise<Record<string, unknown> | undefined> {
+    this.#assertOpen();
+    const key = oidcKey(model, uid);
+    return this.#oidcFindWhere(key.model, 'uid', key.id);
+  }
+
+  async #oidcFindWhere(model: string, column: 'id' | 'user_code' | 'uid', value: string): Promise<Record<string, unknown> | undefined> {
+    const now = this.#now();
+    const row = await this.#db
+      .selectFrom('oidc_records')
+      .selectAll()
+      .where('model', '=', model)
+      .where(column, '=', value)
+      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+      .orderBy('id')
+      .executeTakeFirst();
+    return row === undefined ? undefined : oidcPayloadFromRow(row);
+  }
+
+  async oidcConsume(model: string, id: string): Promise<void> {
+    this.#assertOpen();
+    const key = oidcKey(model, id);
+    await this.#db.updateTable('oidc_records').set({ consumed_at: this.#now() }).where('model', '=', key.model).where('id', '=', key.id).where('consumed_at', 'is', null).execute();
+  }
+
+  async oidcDestroy(model: string, id: string): Promise<void> {
+    this.#assertOpen();
+    const key = oidcKey(model, id);
+    await this.#db.deleteFrom('oidc_records').where('model', '=', key.model).where('id', '=', key.id).execute();
+  }
+
+  async oidcRevokeByGrantId(grantId: string): Promise<number> {
+    this.#assertOpen();
+    const grant = requiredText(grantId, 'grantId');
+    const result = await this.#db.deleteFrom('oidc_records').where('grant_id', '=', grant).executeTakeFirst();
+    return Number(result.numDeletedRows);
+  }
+
+  async oidcPrune(now: string): Promise<number> {
+    this.#assertOpen();
+    const at = isoTime(now, 'now');
+    const result = await this.#db.deleteFrom('oidc_records').where('expires_at', 'is not', null).where('expires_at', '<=', at).executeTakeFirst();
+    return Number(result.numDeletedRows);
+  }
+
   // --- lifecycle ---------------------------------------------------------------------------------
 
   async close(): Promise<void> {
@@ -885,6 +1057,24 @@ function checkSetting(key: string, value: string): void {
   }
 }
 
+/** `local` or `idp:<name>`. */
+function userSource(value: unknown): string {
+  if (value === 'local' || (typeof value === 'string' && /^idp:[^\s]+$/.test(value))) return storableString(value);
+  throw new UserError('INVALID_ARGUMENT', 'source must be local or idp:<IdentityProvider name>');
+}
+
+/** A TOTP secret as the caller sealed it; refuses anything that looks like a PEM key (CP-16). */
+function sealedSecret(value: unknown): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'string' || value === '') throw new UserError('INVALID_ARGUMENT', 'totpSecret must be a non-empty (sealed) string or null');
+  if (value.includes('PRIVATE KEY')) throw new CausewayError('PLAINTEXT_KEY_REFUSED', 'refusing to store a PEM private key as a TOTP secret (CP-16); this is a bug');
+  return storableString(value);
+}
+
+function oidcKey(model: unknown, id: unknown): { model: string; id: string } {
+  return { model: requiredText(model, 'model'), id: requiredText(id, 'id') };
+}
+
 /** The user a write is about to change, at the version it expects. */
 async function userToChange(trx: Transaction<Database>, id: string, expected: number | undefined): Promise<Selectable<UsersTable>> {
   const row = await trx.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
@@ -940,6 +1130,10 @@ function userFromRow(row: Selectable<UsersTable>): UserRecord {
     groups: fromJson<string[]>(row.groups),
     disabled: asBool(row.disabled),
     hasPassword: row.password_hash !== null,
+    source: row.source,
+    hasTotp: row.totp_secret !== null,
+    lockedUntil: row.locked_until,
+    lastLoginAt: row.last_login_at,
     version: row.version,
     createdAt: row.created_at,
     createdBy: row.created_by,
@@ -1005,6 +1199,12 @@ function certificateFromRow(row: Selectable<CertificatesTable>): CertificateReco
     revokedBy: row.revoked_by,
     reason: row.reason,
   };
+}
+
+function oidcPayloadFromRow(row: Selectable<OidcRecordsTable>): Record<string, unknown> {
+  const payload = fromJson<Record<string, unknown>>(row.payload);
+  if (row.consumed_at !== null) payload.consumed = Math.floor(Date.parse(row.consumed_at) / 1000);
+  return payload;
 }
 
 function auditFromRow(row: Selectable<AuditEventsTable>): AuditEvent {

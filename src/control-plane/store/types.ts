@@ -108,6 +108,17 @@ export interface UserRecord {
   disabled: boolean;
   /** Whether the user has a built-in password; the hash itself only comes from getUserCredentials. */
   hasPassword: boolean;
+  /** `local` (the built-in directory) or `idp:<name>` (created at first login through that IdentityProvider). */
+  source: string;
+  /** Whether the user has a TOTP second factor; the (sealed) secret only comes from getUserCredentials. */
+  hasTotp: boolean;
+  /**
+   * Until when logins are refused after repeated failures (null: not locked). Set by recordLoginFailure
+   * without a version bump or change record, so the copy in a snapshot or change may be older.
+   */
+  lockedUntil: string | null;
+  /** Set by recordLoginSuccess, without a version bump or change record. */
+  lastLoginAt: string | null;
   version: number;
   createdAt: string;
   createdBy: string;
@@ -124,6 +135,10 @@ export interface NewUser {
   disabled?: boolean;
   /** A password hash made by the caller (never a password). */
   passwordHash?: string | null;
+  /** `local` (default) or `idp:<name>`. */
+  source?: string;
+  /** A TOTP secret sealed by the caller (SecretBox), never the plain secret. */
+  totpSecret?: string | null;
 }
 
 export interface UserPatch {
@@ -132,11 +147,30 @@ export interface UserPatch {
   groups?: string[];
   disabled?: boolean;
   passwordHash?: string | null;
+  source?: string;
+  totpSecret?: string | null;
 }
 
 export interface UserCredentials {
   user: UserRecord;
   passwordHash: string | null;
+  /** As the caller sealed it. */
+  totpSecret: string | null;
+  failedLogins: number;
+}
+
+export interface LoginFailureOptions {
+  /** When the failure happened (ISO). */
+  at: string;
+  /** The failure count at which the account locks. */
+  maxFailures: number;
+  /** How long a lock lasts, from `at`. */
+  lockMs: number;
+}
+
+export interface LoginFailureResult {
+  failedLogins: number;
+  lockedUntil: string | null;
 }
 
 export interface DeviceRecord {
@@ -305,6 +339,20 @@ export interface AuditEvent {
   after: unknown;
 }
 
+/** An audit event written by a caller (logins, logouts, token exchanges…) rather than by a store write. */
+export interface NewAuditEvent {
+  /** Default: a new time-ordered id. */
+  id?: string;
+  /** Default: now. */
+  at?: string;
+  actor: string;
+  action: string;
+  kind: string;
+  name: string;
+  before?: unknown;
+  after?: unknown;
+}
+
 export interface AuditEventQuery {
   kind?: string;
   name?: string;
@@ -348,6 +396,20 @@ export interface Store {
   updateUser(id: string, patch: UserPatch, options: WriteOptions): Promise<UserRecord>;
   /** Deletes the user and their devices. */
   deleteUser(id: string, options: WriteOptions): Promise<UserRecord>;
+  /**
+   * Counts a failed login, atomically (concurrent failures are each counted). When the count reaches
+   * `maxFailures`, the user is locked until `at + lockMs`; each further failure while locked restarts
+   * the lock from its `at`. A failure after a lock has run out starts counting again from 1. No version
+   * bump, change record or audit event (the caller audits the login).
+   */
+  recordLoginFailure(id: string, options: LoginFailureOptions): Promise<LoginFailureResult>;
+  /** Resets the failure count and lock and records the login time; no version bump, change or audit event. */
+  recordLoginSuccess(id: string, at: string): Promise<void>;
+  /**
+   * An administrator lifts a lock: resets the failure count and lock, as a versioned write with a
+   * change record and the audit event `unlock`. A user neither locked nor with failures writes nothing.
+   */
+  unlockUser(id: string, options: WriteOptions): Promise<UserRecord>;
 
   registerDevice(device: NewDevice, options: ActorOptions): Promise<DeviceRecord>;
   getDevice(id: string): Promise<DeviceRecord | undefined>;
@@ -386,6 +448,27 @@ export interface Store {
   appendAccessEvents(events: AccessEvent[]): Promise<AppendResult>;
   queryAccessEvents(query?: AccessEventQuery): Promise<Page<AccessEvent>>;
   queryAuditEvents(query?: AuditEventQuery): Promise<Page<AuditEvent>>;
+  /** Appends one audit event (logins, logouts, token exchanges…); `id` and `at` are made when missing. */
+  appendAuditEvent(event: NewAuditEvent): Promise<void>;
+
+  /**
+   * oidc-provider's records (its adapter's storage), by model name and id. Upsert replaces the whole
+   * record (payload, expiry, consumption) and indexes the payload's `grantId`, `userCode` and `uid`
+   * when they are strings. `expiresAt` null: never expires. Refuses a payload containing `PRIVATE KEY`
+   * (CP-16). No version, change record or audit event: these are the provider's working state.
+   */
+  oidcUpsert(model: string, id: string, payload: Record<string, unknown>, expiresAt: string | null): Promise<void>;
+  /** The payload, or undefined when absent or expired; a consumed record has `consumed` (epoch seconds). */
+  oidcFind(model: string, id: string): Promise<Record<string, unknown> | undefined>;
+  oidcFindByUserCode(model: string, userCode: string): Promise<Record<string, unknown> | undefined>;
+  oidcFindByUid(model: string, uid: string): Promise<Record<string, unknown> | undefined>;
+  /** Marks the record consumed (the first consumption's time is kept). */
+  oidcConsume(model: string, id: string): Promise<void>;
+  oidcDestroy(model: string, id: string): Promise<void>;
+  /** Deletes every record (of any model) of the grant; returns how many. */
+  oidcRevokeByGrantId(grantId: string): Promise<number>;
+  /** Deletes the records expired at `now`; returns how many. */
+  oidcPrune(now: string): Promise<number>;
 
   /** Stops watchers and closes the database connections. */
   close(): Promise<void>;
