@@ -1013,7 +1013,7 @@ export function runStoreConformance(name: string, openStore: OpenStore, cleanup:
       }
     });
 
-    void test('no token secret and no PRIVATE KEY is anywhere in the database after every kind of write (CP-16)', async (t) => {
+    void test('no token secret and no PRIVATE KEY is anywhere in the database after every kind of write, TOTP secrets and OIDC records included (CP-16)', async (t) => {
       const store = await open(t);
       const secrets: string[] = [];
       const api = await store.createApiToken({ name: 'scan', scope: 'admin' }, { actor });
@@ -1028,6 +1028,13 @@ export function runStoreConformance(name: string, openStore: OpenStore, cleanup:
       await store.putSetting(`ca-key-${uid()}`, Buffer.from('ciphertext of the CA key').toString('base64'), { actor: 'system' });
       await store.putSetting(`k-${uid()}`, '-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----', { actor }).catch(() => {});
       await store.putObject({ kind: `Service${uid()}`, name: 'k8s', spec: { kubernetes: { caPublicKey: '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n' } } }, { actor });
+      const pem = '-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----';
+      const totpUser = await store.createUser({ name: `scan-${uid()}`, totpSecret: `sealed.${uid()}` }, { actor });
+      await store.createUser({ name: `scan-${uid()}`, totpSecret: pem }, { actor }).catch(() => {});
+      await store.updateUser(totpUser.id, { totpSecret: pem }, { actor }).catch(() => {});
+      await store.oidcUpsert(`Session${uid()}`, 'scan', { accountId: totpUser.id, grantId: 'g' }, null);
+      await store.oidcUpsert(`Session${uid()}`, 'scan-key', { key: pem }, null).catch(() => {});
+      await store.appendAuditEvent({ actor, action: 'login', kind: 'User', name: totpUser.name });
       const text = await dump();
       assert.ok(text.length > 1000, 'the dump holds the data');
       assert.ok(text.includes(hashToken(api.token)), 'hashes are stored, which shows the dump is complete');
