@@ -84,6 +84,7 @@ const KIND_COLUMNS: Readonly<Record<SpecKind, { headers: string[]; values: (spec
     headers: ['ROLE', 'USERS', 'GROUPS', 'KINDS'],
     values: (s) => [s.role, s.users, s.groups, Array.isArray(s.kinds) && s.kinds.length > 0 ? s.kinds : 'all'],
   },
+  IdentityProvider: { headers: ['DISPLAY-NAME', 'ISSUER', 'CLIENT-ID'], values: (s) => [s.displayName ?? '-', s.issuer, s.clientId] },
 };
 
 export function objectTable(kind: SpecKind | undefined, documents: Document[]): string[] {

@@ -18,6 +18,7 @@
 import { X509Certificate } from 'node:crypto';
 import { z } from 'zod';
 import { allowedDomainProblem, canonicalHostname, cidrProblem, formatAuthority, hostnamePatternProblem, parseAuthority, portRangeProblem } from '../net/target.ts';
+import { identityProviderSpec } from './identity-provider.ts';
 
 export const API_VERSION = 'causeway/v1';
 
@@ -302,6 +303,7 @@ export const specSchemas = {
   Connector: documentSchema('Connector', connectorSpec),
   Service: documentSchema('Service', serviceSpec),
   AdminBinding: documentSchema('AdminBinding', adminBindingSpec),
+  IdentityProvider: documentSchema('IdentityProvider', identityProviderSpec),
 };
 
 export type SpecKind = keyof typeof specSchemas;
@@ -321,6 +323,7 @@ export type AccessTierSpec = z.output<typeof specSchemas.AccessTier>;
 export type ConnectorSpec = z.output<typeof specSchemas.Connector>;
 export type ServiceSpec = z.output<typeof specSchemas.Service>;
 export type AdminBindingSpec = z.output<typeof specSchemas.AdminBinding>;
+export type IdentityProviderSpec = z.output<typeof specSchemas.IdentityProvider>;
 
 /** Any spec document, with defaults applied; discriminated on `kind`. */
 export type SpecObject = { [K in SpecKind]: z.output<(typeof specSchemas)[K]> }[SpecKind];
