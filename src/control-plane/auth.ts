@@ -1,13 +1,17 @@
 /**
- * Who is calling the API, and whether they may. Admins and scripts present `Authorization: Bearer
- * <API token>`; the store checks the token by its hash. A request passes through a list of
- * Authenticators (API tokens now; user sessions when the identity work adds them), and each route says
- * what it needs in `config.access`:
+ * Who is calling the API, and whether they may. Scripts present `Authorization: Bearer <API token>`
+ * (`cwat_…`; the store checks it by its hash), people the access token of their login session
+ * (identity/session-auth.ts; their scope comes from `kind: AdminBinding` specs). A request passes
+ * through a list of Authenticators, each of which claims only credentials of its own shape, and each
+ * route says what it needs in `config.access`:
  *
  *   public  no credential needed (the CA certificate, health)
+ *   user    any authenticated caller, also a user without an AdminBinding (scope `none`): whoami
  *   read    admin or viewer
- *   write   admin only (every POST, PUT, PATCH and DELETE; also the default, so a route that forgets
- *           to say is closed rather than open)
+ *   write   an unrestricted admin (every POST, PUT, PATCH and DELETE; also the default, so a route
+ *           that forgets to say is closed rather than open). Routes that set `config.checksKinds`
+ *           (the spec object writes) also let a kinds-restricted admin in and check each object's
+ *           kind themselves (CP-17, see identity/admin-binding.ts).
  *
  * A missing, malformed, unknown, revoked or expired credential is 401 UNAUTHENTICATED, the same for
  * each (the caller learns nothing about which); an insufficient scope is 403 FORBIDDEN (CP-01).
@@ -28,13 +32,16 @@ import type { CertType, CertificateAuthority, PeerCheck, PeerCheckOptions } from
 import { ApiError, sendError } from './api/errors.ts';
 import type { ApiTokenScope, Store } from './store/index.ts';
 
-export type Scope = ApiTokenScope;
-export type Access = 'public' | 'read' | 'write';
+/** `none`: authenticated, but no AdminBinding matches (only `access: 'user'` routes). */
+export type Scope = ApiTokenScope | 'none';
+export type Access = 'public' | 'user' | 'read' | 'write';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
     /** What a route needs; see auth.ts. Routes without it need `write`. */
     access?: Access;
+    /** A `write` route that checks each object's kind itself, so kinds-restricted admins get in (CP-17). */
+    checksKinds?: boolean;
   }
   interface FastifyRequest {
     /** Set by the auth hook on routes that need a credential. */
@@ -43,13 +50,26 @@ declare module 'fastify' {
 }
 
 export interface Principal {
-  /** How they authenticated: `api-token`, later `session`. */
+  /** How they authenticated: `api-token` or `session`. */
   method: string;
+  /** The API token's id, or the user's id. */
   id: string;
+  /** The API token's name, or the user's name. */
   name: string;
   scope: Scope;
-  /** Recorded as the actor of their changes: `token:<id>`, later `user:<name>`. */
+  /** For a kinds-restricted admin: the spec kinds they may write. Undefined: unrestricted. */
+  kinds?: string[];
+  /** For a session: the AdminBindings that gave the scope. */
+  bindings?: string[];
+  /** When the credential stops working (ISO time); null: never. */
+  expiresAt?: string | null;
+  /** Recorded as the actor of their changes: `token:<id>` or `user:<name>`. */
   actor: string;
+}
+
+/** Whether the principal is an admin without a kinds restriction. */
+export function isUnrestrictedAdmin(principal: Principal): boolean {
+  return principal.scope === 'admin' && principal.kinds === undefined;
 }
 
 export type AuthOutcome =
@@ -66,18 +86,38 @@ export interface Authenticator {
 /** Longest Authorization value looked at; our tokens are 71 characters. */
 const MAX_CREDENTIAL_LENGTH = 512;
 
-/** `Authorization: Bearer <API token>`, checked by the store (SHA-256, constant-time compare). */
+export type BearerValue = { kind: 'missing' } | { kind: 'too-long' } | { kind: 'malformed' } | { kind: 'value'; value: string };
+
+/**
+ * The value of `Authorization: Bearer <value>` (RFC 6750 b64token characters): `missing` without the
+ * header, `too-long` past 512 characters, `malformed` for another scheme, no value or odd characters.
+ */
+export function bearerValue(request: FastifyRequest): BearerValue {
+  const header = request.headers.authorization;
+  if (header === undefined) return { kind: 'missing' };
+  if (header.length > MAX_CREDENTIAL_LENGTH) return { kind: 'too-long' };
+  const match = /^Bearer +([A-Za-z0-9._~+/-]+=*) *$/i.exec(header);
+  return match === null ? { kind: 'malformed' } : { kind: 'value', value: match[1] };
+}
+
+/** What API tokens look like; other bearer values are left to the other authenticators. */
+export const API_TOKEN_PREFIX = 'cwat_';
+
+/**
+ * `Authorization: Bearer <API token>`, checked by the store (SHA-256, constant-time compare). Claims
+ * only `cwat_…` values (an unknown, revoked or expired one is `invalid`); anything else is `none`, so
+ * the session authenticator gets its turn, and a value nobody claims is still a 401.
+ */
 export function apiTokenAuthenticator(store: Pick<Store, 'verifyApiToken'>): Authenticator {
   return {
     async authenticate(request) {
-      const header = request.headers.authorization;
-      if (header === undefined) return { kind: 'none' };
-      if (header.length > MAX_CREDENTIAL_LENGTH) return { kind: 'invalid' };
-      const match = /^Bearer +([A-Za-z0-9_-]+) *$/i.exec(header);
-      if (match === null) return { kind: 'invalid' };
-      const record = await store.verifyApiToken(match[1]);
+      const bearer = bearerValue(request);
+      if (bearer.kind === 'too-long') return { kind: 'invalid' };
+      if (bearer.kind !== 'value' || !bearer.value.startsWith(API_TOKEN_PREFIX)) return { kind: 'none' };
+      if (!/^[A-Za-z0-9_-]+$/.test(bearer.value)) return { kind: 'invalid' };
+      const record = await store.verifyApiToken(bearer.value);
       if (record === undefined) return { kind: 'invalid' };
-      return { kind: 'ok', principal: { method: 'api-token', id: record.id, name: record.name, scope: record.scope, actor: `token:${record.id}` } };
+      return { kind: 'ok', principal: { method: 'api-token', id: record.id, name: record.name, scope: record.scope, expiresAt: record.expiresAt, actor: `token:${record.id}` } };
     },
   };
 }
@@ -186,19 +226,30 @@ export function authHook(options: AuthHookOptions): (request: FastifyRequest, re
     }
     if (principal === undefined) {
       options.limiter.fail(source);
-      throw new ApiError(401, 'UNAUTHENTICATED', 'an API token is required: send Authorization: Bearer <token> with a valid, unrevoked, unexpired token');
+      throw new ApiError(401, 'UNAUTHENTICATED', UNAUTHENTICATED_MESSAGE);
     }
     request.principal = principal;
-    if (access === 'write' && principal.scope !== 'admin') {
-      throw new ApiError(403, 'FORBIDDEN', `this needs the admin scope; the ${principal.method} "${principal.name}" has the ${principal.scope} scope`);
+    const who = `the ${principal.method === 'session' ? 'user' : principal.method} "${principal.name}"`;
+    if (access === 'read' && principal.scope === 'none') {
+      throw new ApiError(403, 'FORBIDDEN', `this needs the viewer or admin scope; ${who} has none (no AdminBinding names them or their groups)`);
+    }
+    if (access === 'write') {
+      if (principal.scope !== 'admin') {
+        throw new ApiError(403, 'FORBIDDEN', `this needs the admin scope; ${who} has the ${principal.scope} scope`);
+      }
+      if (principal.kinds !== undefined && request.routeOptions.config.checksKinds !== true) {
+        throw new ApiError(403, 'FORBIDDEN', `this needs an unrestricted admin; ${who} is an admin only for ${principal.kinds.join(', ') || 'no kinds'}`);
+      }
     }
     return undefined;
   };
 }
 
+const UNAUTHENTICATED_MESSAGE = 'a credential is required: send Authorization: Bearer <token> with a valid, unrevoked, unexpired API token or the access token of a login session (causeway login)';
+
 /** The authenticated caller of a route that needs one. */
 export function principalOf(request: FastifyRequest): Principal {
-  if (request.principal === undefined) throw new ApiError(401, 'UNAUTHENTICATED', 'an API token is required');
+  if (request.principal === undefined) throw new ApiError(401, 'UNAUTHENTICATED', UNAUTHENTICATED_MESSAGE);
   return request.principal;
 }
 

@@ -8,11 +8,18 @@
  * that is written; across replicas the store's version checks still prevent lost updates, but two
  * replicas can each pass a reference check that only their combination breaks (see the report in
  * the module that owns the store).
+ *
+ * Who may write what (CP-17): an unrestricted admin writes everything; a kinds-restricted admin only
+ * objects of its kinds, and an AdminBinding only when its own grant covers the binding as it is and as
+ * it would be (role ≤ theirs, kinds ⊆ theirs), so nobody grants anyone more than they hold. A batch
+ * with any refused document is refused whole (403 FORBIDDEN, `details.refused` names each).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { SPEC_KINDS } from '../../lib/spec/index.ts';
-import { principalOf } from '../auth.ts';
-import type { Store } from '../store/index.ts';
+import { isUnrestrictedAdmin, principalOf } from '../auth.ts';
+import type { Principal } from '../auth.ts';
+import { covers, mayWriteKind, parseStoredBinding } from '../identity/admin-binding.ts';
+import type { Store, StoredObject } from '../store/index.ts';
 import { ApiError, badRequest, notFound } from './errors.ts';
 import {
   documentsFromYaml, flowNestingExceeds, MAX_DOCUMENT_DEPTH, normalizeKind, prepareDocuments, referenceProblems, referrersOf, sortProblems, toApplyItem, toDocument,
@@ -87,7 +94,7 @@ export async function objectRoutes(app: FastifyInstance, deps: ObjectRoutesDeps)
   });
 
   app.put('/objects/:kind/:name', {
-    config: { access: 'write' },
+    config: { access: 'write', checksKinds: true },
     schema: {
       summary: 'Create or replace a spec object',
       description: 'The body is one spec document whose kind and metadata.name match the path. `If-Match` or `metadata.version` names the version it is based on.',
@@ -111,13 +118,13 @@ export async function objectRoutes(app: FastifyInstance, deps: ObjectRoutesDeps)
       throw badRequest('PATH_MISMATCH', `the document must be the ${kind} named "${name}" that the path names (kind and metadata.name)`);
     }
     const headerVersion = expectedVersionFromHeaders(request);
-    const actor = principalOf(request).actor;
-    const [outcome] = await serialize(() => writeDocuments(store, specs, [body], actor, headerVersion));
+    const principal = principalOf(request);
+    const [outcome] = await serialize(() => writeDocuments(store, specs, [body], principal, headerVersion));
     return reply.code(outcome.result === 'created' ? 201 : 200).send({ result: outcome.result, object: toDocument(outcome.object) });
   });
 
   app.delete('/objects/:kind/:name', {
-    config: { access: 'write' },
+    config: { access: 'write', checksKinds: true },
     schema: {
       summary: 'Delete a spec object',
       description: '409 OBJECT_IN_USE while other objects name it (details.referrers), 409 VERSION_CONFLICT when If-Match names another version.',
@@ -130,10 +137,16 @@ export async function objectRoutes(app: FastifyInstance, deps: ObjectRoutesDeps)
     const kind = kindOf(request.params.kind);
     const { name } = request.params;
     const expectedVersion = expectedVersionFromHeaders(request);
-    const actor = principalOf(request).actor;
+    const principal = principalOf(request);
+    const { actor } = principal;
     return serialize(async () => {
       const existing = await store.listObjects();
-      if (!existing.some((o) => o.kind === kind && o.name === name)) throw notFound(`${kind} ${name}`);
+      const target = existing.find((o) => o.kind === kind && o.name === name);
+      if (!isUnrestrictedAdmin(principal)) {
+        const reason = kindRefusal(principal, kind) ?? (target === undefined ? undefined : storedBindingRefusal(principal, target));
+        if (reason !== undefined) throw forbidden(principal, [{ kind, name, reason }]);
+      }
+      if (target === undefined) throw notFound(`${kind} ${name}`);
       const referrers = referrersOf(kind, name, specs.specObjects(existing));
       if (referrers.length > 0) {
         const names = [...new Set(referrers.map((r) => `${r.kind} ${r.name}`))].join(', ');
@@ -161,7 +174,7 @@ export async function objectRoutes(app: FastifyInstance, deps: ObjectRoutesDeps)
       additionalProperties: false,
     } as const;
     scope.post('/apply', {
-      config: { access: 'write' },
+      config: { access: 'write', checksKinds: true },
       schema: {
         summary: 'Create or update many spec objects at once',
         description: 'All or nothing: every document is validated against the state the whole batch produces; any problem is 422 SPEC_INVALID listing every problem, and nothing is written. Send JSON `{documents: [...]}` or multi-document YAML (application/yaml).',
@@ -184,24 +197,94 @@ export async function objectRoutes(app: FastifyInstance, deps: ObjectRoutesDeps)
         values = request.body.documents;
       }
       if (values.length === 0) throw badRequest('NO_DOCUMENTS', 'there is nothing to apply: send at least one document');
-      const actor = principalOf(request).actor;
-      const results = await serialize(() => writeDocuments(store, specs, values, actor, undefined));
+      const principal = principalOf(request);
+      const results = await serialize(() => writeDocuments(store, specs, values, principal, undefined));
       return { results: results.map((r) => ({ kind: r.object.kind, name: r.object.name, result: r.result, version: r.object.version })) };
     });
     registered();
   });
 }
 
-/** Validates documents against the state they produce and writes them in one transaction. */
-async function writeDocuments(store: Store, specs: StoredSpecCache, values: unknown[], actor: string, headerVersion: number | undefined) {
+/**
+ * Checks that the principal may write each document (kinds first, so a refused kind is 403 before
+ * its contents are judged), validates them against the state they produce, checks AdminBindings
+ * against the principal's grant, and writes them in one transaction.
+ */
+async function writeDocuments(store: Store, specs: StoredSpecCache, values: unknown[], principal: Principal, headerVersion: number | undefined) {
+  const restricted = !isUnrestrictedAdmin(principal);
+  if (restricted) {
+    const refused = values.flatMap((value, i) => {
+      const label = labelOf(value);
+      const kind = label.kind === undefined ? undefined : normalizeKind(label.kind);
+      const reason = kind === undefined ? undefined : kindRefusal(principal, kind);
+      return reason === undefined ? [] : [{ document: i + 1, kind, name: label.name, reason }];
+    });
+    if (refused.length > 0) throw forbidden(principal, refused);
+  }
   const prepared = safely(() => prepareDocuments(values));
   const valid = prepared.objects.flatMap((object, i) => (object === undefined ? [] : [{ object, document: i + 1 }]));
-  const existing = specs.specObjects(await store.listObjects());
+  const stored = await store.listObjects();
+  const existing = specs.specObjects(stored);
   const references = referenceProblems(valid.map((v) => v.object), existing, { documents: valid.map((v) => v.document), invalid: prepared.invalid });
   const problems = sortProblems([...prepared.problems, ...references]);
   if (problems.length > 0) throw specInvalid(problems);
+  if (restricted) {
+    const refused = valid.flatMap(({ object, document }) => {
+      if (object.kind !== 'AdminBinding') return [];
+      const name = object.metadata.name;
+      const reason = covers(principal, object.spec)
+        ? storedBindingRefusal(principal, stored.find((o) => o.kind === 'AdminBinding' && o.name === name))
+        : `it grants ${grantText(object.spec)}, more than ${holderText(principal)}`;
+      return reason === undefined ? [] : [{ document, kind: object.kind, name, reason }];
+    });
+    if (refused.length > 0) throw forbidden(principal, refused);
+  }
   const items = valid.map(({ object, document }) => toApplyItem(object, headerVersion ?? prepared.versions[document - 1]));
-  return store.applyObjects(items, { actor });
+  return store.applyObjects(items, { actor: principal.actor });
+}
+
+interface Refusal {
+  document?: number;
+  kind?: string;
+  name?: string | undefined;
+  reason: string;
+}
+
+/** Why a kinds-restricted admin may not write objects of `kind` at all; undefined when it may. */
+function kindRefusal(principal: Principal, kind: string): string | undefined {
+  if (kind === 'AdminBinding') return principal.scope === 'admin' ? undefined : `${holderText(principal)} writes no AdminBindings`;
+  return mayWriteKind(principal, kind) ? undefined : `${holderText(principal)} may not write ${kind} objects`;
+}
+
+/** An AdminBinding already stored may be changed or deleted only by someone whose grant covers it. */
+function storedBindingRefusal(principal: Principal, stored: StoredObject | undefined): string | undefined {
+  if (stored?.kind !== 'AdminBinding') return undefined;
+  const parsed = parseStoredBinding(stored);
+  if (parsed === undefined) return 'the stored binding no longer passes its schema; only an unrestricted admin may change it';
+  return covers(principal, parsed.spec) ? undefined : `the stored binding grants ${grantText(parsed.spec)}, more than ${holderText(principal)}`;
+}
+
+function grantText(binding: { role: string; kinds: readonly string[] }): string {
+  return binding.role === 'admin' && binding.kinds.length > 0 ? `admin for ${binding.kinds.join(', ')}` : `${binding.role} for everything`;
+}
+
+function holderText(principal: Principal): string {
+  const kinds = principal.kinds === undefined ? 'everything' : principal.kinds.join(', ') || 'no kinds';
+  return `${principal.method === 'session' ? 'user' : principal.method} "${principal.name}" (${principal.scope} for ${kinds})`;
+}
+
+function forbidden(principal: Principal, refused: Refusal[]): ApiError {
+  const list = refused.map((r) => `${r.document === undefined ? '' : `document ${r.document}: `}${r.kind ?? '?'} ${r.name ?? '?'}: ${r.reason}`).join('; ');
+  const what = refused.length === 1 ? 'this change is' : `${refused.length} documents are`;
+  return new ApiError(403, 'FORBIDDEN', `${what} beyond what ${holderText(principal)} may write, so nothing was written: ${list}`, { refused });
+}
+
+function labelOf(value: unknown): { kind?: string; name?: string } {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return {};
+  const record = value as Record<string, unknown>;
+  const metadata = record.metadata;
+  const name = metadata !== null && typeof metadata === 'object' && typeof (metadata as Record<string, unknown>).name === 'string' ? ((metadata as Record<string, unknown>).name as string).slice(0, 64) : undefined;
+  return { ...(typeof record.kind === 'string' ? { kind: record.kind.slice(0, 64) } : {}), ...(name === undefined ? {} : { name }) };
 }
 
 function specInvalid(problems: ApiProblem[]): ApiError {
