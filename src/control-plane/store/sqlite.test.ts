@@ -7,9 +7,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
+import { Kysely } from 'kysely';
+import { Migrator } from 'kysely/migration';
 import { errorCode } from '../../lib/errors.ts';
 import { openStore, parseStoreUrl } from './index.ts';
 import type { Store } from './index.ts';
+import { MIGRATION_LOCK_TABLE, MIGRATION_TABLE, migrations } from './migrations.ts';
+import type { Database } from './schema.ts';
+import { NodeSqliteDialect } from './sqlite-dialect.ts';
 import { runStoreConformance } from './store.conformance.testing.ts';
 
 const dir = await mkdtemp(path.join(os.tmpdir(), 'causeway-store-'));
@@ -101,6 +106,36 @@ void describe('SQLite store', () => {
       assert.equal((await stores[2].getObject('Role', 'r'))?.version, 1);
     } finally {
       await Promise.all(stores.map((s) => s.close()));
+    }
+  });
+
+  void test('a database made before the identity migration keeps its users, who become local users with no TOTP, lock or login', async () => {
+    const db = await fresh('upgrade-identity');
+    const database = new DatabaseSync(db);
+    const kysely = new Kysely<Database>({ dialect: new NodeSqliteDialect({ database, busyTimeoutMs: 5000, statementBusyTimeoutMs: 5000 }) });
+    try {
+      const migrator = new Migrator({ db: kysely, provider: { getMigrations: () => Promise.resolve(migrations('sqlite')) }, migrationTableName: MIGRATION_TABLE, migrationLockTableName: MIGRATION_LOCK_TABLE });
+      const { error } = await migrator.migrateTo('0001-initial-schema');
+      assert.equal(error, undefined);
+    } finally {
+      await kysely.destroy();
+    }
+    const old = new DatabaseSync(db);
+    old.prepare("insert into users (id, name, email, groups, disabled, password_hash, version, created_at, created_by, updated_at, updated_by) values ('u1', 'olduser', null, '[]', 0, 'scrypt$old', 1, '2026-01-01T00:00:00.000Z', 'system', '2026-01-01T00:00:00.000Z', 'system')").run();
+    old.close();
+    const store = await openStore({ url: `sqlite:${db}` });
+    try {
+      const user = await store.getUser('u1');
+      assert.equal(user?.source, 'local');
+      assert.equal(user?.hasTotp, false);
+      assert.equal(user?.lockedUntil, null);
+      assert.equal(user?.lastLoginAt, null);
+      assert.equal(user?.version, 1);
+      const credentials = await store.getUserCredentials('olduser');
+      assert.deepEqual({ ...credentials, user: undefined }, { user: undefined, passwordHash: 'scrypt$old', totpSecret: null, failedLogins: 0 });
+      assert.deepEqual(await store.recordLoginFailure('u1', { at: '2026-01-02T00:00:00.000Z', maxFailures: 5, lockMs: 1000 }), { failedLogins: 1, lockedUntil: null });
+    } finally {
+      await store.close();
     }
   });
 
