@@ -576,7 +576,8 @@ void describe('users, devices and tokens', () => {
     assert.equal(response.certPem, ca.certPem);
     assert.equal(response.pin, caPin(ca.certPem));
     const whoami = json(await h.call('GET', '/api/v1/whoami', { token: h.admin }));
-    assert.deepEqual(Object.keys(whoami).sort(), ['actor', 'id', 'method', 'name', 'scope']);
+    assert.deepEqual(Object.keys(whoami).sort(), ['actor', 'bindings', 'device', 'id', 'kinds', 'method', 'name', 'scope', 'token', 'tokenExpiresAt', 'user']);
+    assert.deepEqual({ method: whoami.method, scope: whoami.scope, kinds: whoami.kinds, user: whoami.user, token: whoami.token, device: whoami.device, tokenExpiresAt: whoami.tokenExpiresAt }, { method: 'api-token', scope: 'admin', kinds: null, user: null, token: { id: whoami.id, name: 'admin' }, device: null, tokenExpiresAt: null });
   });
 });
 

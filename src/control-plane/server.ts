@@ -41,6 +41,7 @@ import { objectRoutes } from './api/objects.ts';
 import { errorSchema } from './api/schemas.ts';
 import { tokenRoutes } from './api/tokens.ts';
 import { userRoutes } from './api/users.ts';
+import { whoamiRoutes } from './api/whoami.ts';
 import { apiTokenAuthenticator, authHook, FailureLimiter, peerIdentity } from './auth.ts';
 import type { Authenticator, FailureLimiterOptions } from './auth.ts';
 import type { Store } from './store/index.ts';
@@ -195,6 +196,7 @@ export async function createControlPlane(options: ControlPlaneOptions): Promise<
     tokenRoutes(api, { store, ca, clock, publicUrl });
     eventRoutes(api, { store });
     metaRoutes(api, { ca, openapi: () => app.swagger() });
+    whoamiRoutes(api, { store });
   }, { prefix: '/api/v1' });
 
   registerPublicHealthRoutes(app, { store, ca, clock });

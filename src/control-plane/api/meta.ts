@@ -1,9 +1,7 @@
-/** Who am I, the CA certificate (public: enrollment pins it by hash), and the OpenAPI document. */
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+/** The CA certificate (public: enrollment pins it by hash) and the OpenAPI document. (whoami: whoami.ts) */
+import type { FastifyInstance } from 'fastify';
 import type { CertificateAuthority } from '../../lib/pki/index.ts';
-import { principalOf } from '../auth.ts';
 import { caPin } from '../ca-store.ts';
-import { errorResponses } from './schemas.ts';
 
 export interface MetaRoutesDeps {
   ca: CertificateAuthority;
@@ -13,25 +11,6 @@ export interface MetaRoutesDeps {
 
 export function metaRoutes(app: FastifyInstance, deps: MetaRoutesDeps): void {
   const pin = caPin(deps.ca.certPem);
-
-  app.get('/whoami', {
-    config: { access: 'read' },
-    schema: {
-      summary: 'The caller: how they authenticated and with which scope',
-      tags: ['meta'],
-      response: {
-        200: {
-          type: 'object',
-          properties: { method: { type: 'string' }, id: { type: 'string' }, name: { type: 'string' }, scope: { type: 'string' }, actor: { type: 'string' } },
-          required: ['method', 'id', 'name', 'scope', 'actor'],
-        },
-        ...errorResponses(401),
-      },
-    },
-  }, (request: FastifyRequest) => {
-    const { method, id, name, scope, actor } = principalOf(request);
-    return { method, id, name, scope, actor };
-  });
 
   app.get('/ca', {
     config: { access: 'public' },
