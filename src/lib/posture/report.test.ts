@@ -7,7 +7,7 @@ import type { PostureReport, VerifyOptions, VerifyResult } from './index.ts';
 
 function p256() {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  return { privateKey, publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }) };
+  return { privateKey, publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString() };
 }
 
 const DEVICE_A = p256();
@@ -187,7 +187,7 @@ void describe('posture reports', () => {
     const { report, options } = setup();
     const ed = generateKeyPairSync('ed25519');
     const p384 = generateKeyPairSync('ec', { namedCurve: 'P-384' });
-    for (const publicKeyPem of [ed.publicKey.export({ type: 'spki', format: 'pem' }), p384.publicKey.export({ type: 'spki', format: 'pem' }), 'not a key']) {
+    for (const publicKeyPem of [ed.publicKey.export({ type: 'spki', format: 'pem' }).toString(), p384.publicKey.export({ type: 'spki', format: 'pem' }).toString(), 'not a key']) {
       const result = await verifyPostureReport(signPostureReport(report, DEVICE_A.privateKey), { ...options, publicKeyPem });
       assert.equal(rejection(result), 'posture-device-key-invalid');
     }
