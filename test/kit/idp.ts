@@ -68,7 +68,7 @@ const SCOPE_CLAIMS = {
 };
 
 /** oidc-provider's storage, in memory and per instance (its built-in one warns that it is for development). */
-function memoryAdapter() {
+export function memoryAdapter() {
   const records = new Map<string, { payload: Record<string, unknown>; expiresAt: number }>();
   return class MemoryAdapter {
     readonly #model: string;
