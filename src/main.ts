@@ -1,18 +1,39 @@
 /**
  * The `causeway` executable. Parses argv and hands off to the chosen part's command module.
  * Only this file and each part's `command.ts` read the environment, argv or files (DESIGN.md §6).
+ *
+ * Command modules are imported lazily: argv names the command, and only the module that registers
+ * it is loaded (the server's pulls in fastify, kysely and pg; the quickstart nearly everything).
+ * `causeway kube-credential` runs on every kubectl command, so it must start in a fraction of the
+ * time loading all of them takes. A command name not listed here (help, a typo, a command added to
+ * a module without updating the list) loads every module, so commander can answer as before.
  */
 // First, before anything allocates: V8 settings for every part (see the module).
 import './v8-flags.ts';
 import { Command, CommanderError } from 'commander';
 import { CausewayError, UserError, errorMessage } from './lib/errors.ts';
-import { registerAccessTierCommand } from './access-tier/command.ts';
-import { registerProxyCommand } from './client/command.ts';
-import { registerConnectorCommand } from './connector/command.ts';
-import { registerServerCommand } from './control-plane/command.ts';
-import { registerAdminCommands } from './admin-cli/index.ts';
-import { registerCaCommands } from './pki-command.ts';
-import { registerQuickstartCommand } from './quickstart.ts';
+
+type Register = (program: Command) => unknown;
+
+/** Every command module: the top-level commands it registers, and how to load its register function. */
+const COMMAND_MODULES: ReadonlyArray<{ commands: readonly string[]; load: () => Promise<Register> }> = [
+  { commands: ['ca'], load: async () => (await import('./pki-command.ts')).registerCaCommands },
+  { commands: ['quickstart'], load: async () => (await import('./quickstart.ts')).registerQuickstartCommand },
+  { commands: ['proxy'], load: async () => (await import('./client/command.ts')).registerProxyCommand },
+  { commands: ['login', 'logout', 'whoami', 'kube-credential'], load: async () => (await import('./client/identity-command.ts')).registerIdentityCommands },
+  { commands: ['server'], load: async () => (await import('./control-plane/command.ts')).registerServerCommand },
+  { commands: ['access-tier'], load: async () => (await import('./access-tier/command.ts')).registerAccessTierCommand },
+  { commands: ['connector'], load: async () => (await import('./connector/command.ts')).registerConnectorCommand },
+  { commands: ['apply', 'get', 'delete', 'events', 'join-token', 'token', 'user'], load: async () => (await import('./admin-cli/index.ts')).registerAdminCommands },
+];
+
+/** The modules to load for this argv: the one that registers its command, else all of them. */
+function modulesFor(argv: readonly string[]): typeof COMMAND_MODULES {
+  const name = argv[2];
+  if (name === undefined || name.startsWith('-')) return COMMAND_MODULES;
+  const owner = COMMAND_MODULES.find((m) => m.commands.includes(name));
+  return owner === undefined ? COMMAND_MODULES : [owner];
+}
 
 const program = new Command('causeway')
   .description('Zero-trust access to the Kubernetes API and private TCP services, without a VPN')
@@ -20,16 +41,9 @@ const program = new Command('causeway')
   .showHelpAfterError()
   .exitOverride();
 
-// Each part registers its own subcommands.
-registerCaCommands(program);
-registerQuickstartCommand(program);
-registerProxyCommand(program);
-registerServerCommand(program);
-registerAccessTierCommand(program);
-registerConnectorCommand(program);
-registerAdminCommands(program);
-
 try {
+  // Each part registers its own subcommands, in the order `causeway help` lists them.
+  for (const register of await Promise.all(modulesFor(process.argv).map((m) => m.load()))) register(program);
   await program.parseAsync(process.argv);
 } catch (err) {
   if (err instanceof CommanderError) process.exit(err.exitCode);
