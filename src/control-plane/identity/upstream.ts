@@ -446,9 +446,11 @@ export function createUpstreams(deps: UpstreamDeps): Upstreams {
       return out;
     },
     async routes(app) {
-      app.get('/oidc/upstream/:idp/start', guarded(start));
-      app.get(UPSTREAM_CALLBACK_PATH, guarded(callback));
-      app.get('/oidc/interaction/:uid/upstream', guarded(finish));
+      // Public: these are steps of a login, before anyone is authenticated.
+      const config = { access: 'public' } as const;
+      app.get('/oidc/upstream/:idp/start', { config }, guarded(start));
+      app.get(UPSTREAM_CALLBACK_PATH, { config }, guarded(callback));
+      app.get('/oidc/interaction/:uid/upstream', { config }, guarded(finish));
       return Promise.resolve();
     },
   };
