@@ -44,6 +44,7 @@ import { userRoutes } from './api/users.ts';
 import { whoamiRoutes } from './api/whoami.ts';
 import { apiTokenAuthenticator, authHook, FailureLimiter, peerIdentity } from './auth.ts';
 import type { Authenticator, FailureLimiterOptions } from './auth.ts';
+import type { Identity } from './identity/index.ts';
 import type { Store } from './store/index.ts';
 
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -92,6 +93,11 @@ export interface ControlPlaneOptions {
   metricsOnPublicListener?: boolean;
   /** Node process metrics in /metrics. Default false. */
   processMetrics?: boolean;
+  /**
+   * Causeway as an OIDC provider (identity/index.ts createIdentity): its routes are mounted on the public
+   * listener (discovery, /oidc/…), and the control plane closes it on close.
+   */
+  identity?: Identity;
 }
 
 export interface ServingTls {
@@ -200,6 +206,7 @@ export async function createControlPlane(options: ControlPlaneOptions): Promise<
   }, { prefix: '/api/v1' });
 
   registerPublicHealthRoutes(app, { store, ca, clock });
+  if (options.identity !== undefined) await options.identity.register(app);
   if (options.metricsOnPublicListener === true) {
     await app.register((scope, _options, registered) => {
       scope.addHook('onRequest', onRequestAuth);
@@ -262,6 +269,7 @@ export async function createControlPlane(options: ControlPlaneOptions): Promise<
         const closingListeners = [...listeners].map((l) => l.close());
         await app.close();
         await Promise.all(closingListeners);
+        await options.identity?.close();
       })();
       return closing;
     },
