@@ -3,14 +3,22 @@
  * turning API errors into messages that say what to do. It speaks only the HTTP API; nothing here
  * imports the control plane.
  *
- *   server  --server URL, else CAUSEWAY_SERVER
- *   token   --token-file FILE, else CAUSEWAY_TOKEN
- *   trust   --ca-file FILE, else CAUSEWAY_CA_FILE, else the system's CAs (a server with a public certificate)
+ *   server  --server URL, else CAUSEWAY_SERVER, else the login session's server
+ *   token   --token-file FILE, else CAUSEWAY_TOKEN, else the login session's access token (`causeway
+ *           login`; refreshed silently when it has less than a minute left)
+ *   trust   --ca-file FILE, else CAUSEWAY_CA_FILE, else the CA the login session trusted the server
+ *           by, else the system's CAs (a server with a public certificate)
+ *
+ * An API token always wins over the login session. The session is used only for its own server: a
+ * --server or CAUSEWAY_SERVER naming another one with no API token is an error, never a token sent
+ * to a server it was not issued for.
  */
 import { request as httpRequest } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import os from 'node:os';
 import { CausewayError, UserError, errorCode, errorMessage } from '../lib/errors.ts';
+import { SessionStore, causewayHome, freshSession } from '../lib/session/index.ts';
 
 export interface ConnectionFlags {
   server?: string;
@@ -28,6 +36,8 @@ export interface AdminIo {
   readStdin: () => Promise<string>;
   /** For relative times (`--since 1h`). */
   now: () => number;
+  /** Where `$CAUSEWAY_HOME` defaults from (~/.config/causeway); default os.homedir. */
+  homedir?: () => string;
 }
 
 export interface ApiResponse {
@@ -57,7 +67,7 @@ export class ApiCallError extends UserError {
 const TIMEOUT_MS = 30_000;
 const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 
-const TOKEN_HINT = 'set CAUSEWAY_TOKEN to an API token (the server wrote one to DATA/admin-token on first start), or pass --token-file FILE';
+const TOKEN_HINT = 'run causeway login URL, or set CAUSEWAY_TOKEN to an API token (the server wrote one to DATA/admin-token on first start), or pass --token-file FILE';
 const SERVER_HINT = 'set CAUSEWAY_SERVER to the control plane\'s URL (such as https://cp.example.com:8440), or pass --server URL';
 const CA_HINT = 'pass --ca-file with the server\'s CA certificate (it writes DATA/ca.crt), or set CAUSEWAY_CA_FILE';
 
@@ -65,31 +75,44 @@ export class ApiClient {
   readonly baseUrl: URL;
   readonly #token: string;
   readonly #caPem: string | undefined;
+  /** Whether the bearer is an API token or the login session's access token (for hints). */
+  readonly credential: 'token' | 'session';
 
-  private constructor(baseUrl: URL, token: string, caPem: string | undefined) {
+  private constructor(baseUrl: URL, token: string, caPem: string | undefined, credential: 'token' | 'session') {
     this.baseUrl = baseUrl;
     this.#token = token;
     this.#caPem = caPem;
+    this.credential = credential;
   }
 
   static async connect(flags: ConnectionFlags, io: AdminIo): Promise<ApiClient> {
     const server = flags.server ?? nonEmpty(io.env.CAUSEWAY_SERVER);
-    if (server === undefined) throw new UserError('NO_SERVER', `Which control plane? ${SERVER_HINT}.`);
-    let url: URL;
-    try {
-      url = new URL(server);
-    } catch (err) {
-      throw new UserError('BAD_SERVER_URL', `"${server.slice(0, 200)}" is not a URL: ${SERVER_HINT}.`, { cause: err });
-    }
-    if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new UserError('BAD_SERVER_URL', `the server URL must start with https:// (${SERVER_HINT})`);
     let token: string | undefined;
     if (flags.tokenFile !== undefined) token = (await readText(io, flags.tokenFile, 'token file')).trim();
     else token = nonEmpty(io.env.CAUSEWAY_TOKEN)?.trim();
-    if (token === undefined || token === '') throw new UserError('NO_TOKEN', `No API token: ${TOKEN_HINT}.`);
-    if (/[\r\n\s]/.test(token)) throw new UserError('BAD_TOKEN', `The API token contains whitespace; ${TOKEN_HINT}.`);
     const caFile = flags.caFile ?? nonEmpty(io.env.CAUSEWAY_CA_FILE);
     const caPem = caFile === undefined ? undefined : await readText(io, caFile, 'CA file');
-    return new ApiClient(url, token, caPem);
+    if (token === undefined && flags.tokenFile === undefined) {
+      const fromSession = await ApiClient.#fromSession(server, caPem, io);
+      if (fromSession !== undefined) return fromSession;
+    }
+    if (server === undefined) throw new UserError('NO_SERVER', `Which control plane? ${SERVER_HINT}.`);
+    const url = parseServer(server);
+    if (token === undefined || token === '') throw new UserError('NO_TOKEN', `No API token: ${TOKEN_HINT}.`);
+    if (/[\r\n\s]/.test(token)) throw new UserError('BAD_TOKEN', `The API token contains whitespace; ${TOKEN_HINT}.`);
+    return new ApiClient(url, token, caPem, 'token');
+  }
+
+  /** A client on the login session, when there is one for this server; undefined when there is none at all. */
+  static async #fromSession(server: string | undefined, caPem: string | undefined, io: AdminIo): Promise<ApiClient | undefined> {
+    const store = new SessionStore({ home: causewayHome(io.env, (io.homedir ?? os.homedir)()) });
+    const existing = await store.read();
+    if (existing === undefined) return undefined;
+    if (server !== undefined && parseServer(server).origin !== new URL(existing.server).origin) {
+      throw new UserError('NO_TOKEN', `No API token for ${parseServer(server).origin}, and the login session is for ${existing.server}: run causeway login ${parseServer(server).origin}, or set CAUSEWAY_TOKEN (or pass --token-file FILE).`);
+    }
+    const session = await freshSession(store, { clock: { now: io.now } });
+    return new ApiClient(new URL(session.server), session.accessToken, caPem ?? session.caPem, 'session');
   }
 
   /** A JSON (or YAML text) request; any non-2xx answer is thrown as ApiCallError. */
@@ -169,8 +192,10 @@ export class ApiClient {
     const message = error?.message ?? (typeof response.body === 'string' && response.body !== '' ? response.body.slice(0, 300) : `the server answered ${response.status}`);
     switch (response.status) {
       case 401:
+        if (this.credential === 'session') return new ApiCallError(401, code, `The server refused the login session (${message}). Run causeway login ${this.baseUrl.origin}, or set CAUSEWAY_TOKEN to an API token.`, error?.details);
         return new ApiCallError(401, code, `The server refused the API token (${message}). ${capitalise(TOKEN_HINT)}.`, error?.details);
       case 403:
+        if (this.credential === 'session') return new ApiCallError(403, code, `${capitalise(message)}. Your user needs an AdminBinding that grants this (causeway whoami shows your admin scope), or use an API token with the admin scope.`, error?.details);
         return new ApiCallError(403, code, `${capitalise(message)}. Use a token with the admin scope.`, error?.details);
       case 429:
         return new ApiCallError(429, code, `${capitalise(message)}.`, error?.details);
@@ -196,6 +221,17 @@ async function readText(io: AdminIo, path: string, what: string): Promise<string
   } catch (err) {
     throw new UserError('FILE_UNREADABLE', `Cannot read the ${what} ${path}: ${errorCode(err) ?? errorMessage(err)}.`, { cause: err });
   }
+}
+
+function parseServer(server: string): URL {
+  let url: URL;
+  try {
+    url = new URL(server);
+  } catch (err) {
+    throw new UserError('BAD_SERVER_URL', `"${server.slice(0, 200)}" is not a URL: ${SERVER_HINT}.`, { cause: err });
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new UserError('BAD_SERVER_URL', `the server URL must start with https:// (${SERVER_HINT})`);
+  return url;
 }
 
 function nonEmpty(value: string | undefined): string | undefined {
