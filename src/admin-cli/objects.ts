@@ -85,6 +85,7 @@ const KIND_COLUMNS: Readonly<Record<SpecKind, { headers: string[]; values: (spec
     values: (s) => [s.role, s.users, s.groups, Array.isArray(s.kinds) && s.kinds.length > 0 ? s.kinds : 'all'],
   },
   IdentityProvider: { headers: ['DISPLAY-NAME', 'ISSUER', 'CLIENT-ID'], values: (s) => [s.displayName ?? '-', s.issuer, s.clientId] },
+  TrustProfile: { headers: ['STALE-AFTER', 'FACTORS'], values: (s) => [s.staleAfter, Array.isArray(s.factors) ? s.factors.length : 0] },
 };
 
 export function objectTable(kind: SpecKind | undefined, documents: Document[]): string[] {

@@ -19,6 +19,7 @@ import { X509Certificate } from 'node:crypto';
 import { z } from 'zod';
 import { allowedDomainProblem, canonicalHostname, cidrProblem, formatAuthority, hostnamePatternProblem, parseAuthority, portRangeProblem } from '../net/target.ts';
 import { identityProviderSpec } from './identity-provider.ts';
+import { trustProfileSpec } from './trust-profile.ts';
 
 export const API_VERSION = 'causeway/v1';
 
@@ -304,6 +305,7 @@ export const specSchemas = {
   Service: documentSchema('Service', serviceSpec),
   AdminBinding: documentSchema('AdminBinding', adminBindingSpec),
   IdentityProvider: documentSchema('IdentityProvider', identityProviderSpec),
+  TrustProfile: documentSchema('TrustProfile', trustProfileSpec),
 };
 
 export type SpecKind = keyof typeof specSchemas;
@@ -324,6 +326,7 @@ export type ConnectorSpec = z.output<typeof specSchemas.Connector>;
 export type ServiceSpec = z.output<typeof specSchemas.Service>;
 export type AdminBindingSpec = z.output<typeof specSchemas.AdminBinding>;
 export type IdentityProviderSpec = z.output<typeof specSchemas.IdentityProvider>;
+export type TrustProfileSpec = z.output<typeof specSchemas.TrustProfile>;
 
 /** Any spec document, with defaults applied; discriminated on `kind`. */
 export type SpecObject = { [K in SpecKind]: z.output<(typeof specSchemas)[K]> }[SpecKind];
