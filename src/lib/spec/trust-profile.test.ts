@@ -1,7 +1,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { DEVICE_OWNERSHIP, DEVICE_PLATFORMS } from './schemas.ts';
+import { DEVICE_OWNERSHIP, DEVICE_PLATFORMS, isSpecKind, parseSpecDocuments } from './index.ts';
 import { FACTOR_TYPES, MAX_STALE_AFTER_MS, MIN_STALE_AFTER_MS, TRUST_PROFILE_OWNERSHIP, TRUST_PROFILE_PLATFORMS, staleAfterMs, trustProfileSpec } from './trust-profile.ts';
 
 /** The problems of a spec body as `path: message` lines. */
@@ -127,5 +127,40 @@ void describe('TrustProfile spec', () => {
   void test('the platform and ownership lists are the ones Role uses', () => {
     assert.deepEqual([...TRUST_PROFILE_PLATFORMS], [...DEVICE_PLATFORMS]);
     assert.deepEqual([...TRUST_PROFILE_OWNERSHIP], [...DEVICE_OWNERSHIP]);
+  });
+});
+
+void describe('TrustProfile documents', () => {
+  void test('the DESIGN §4 document parses through the spec registry, and problems name the field path', () => {
+    assert.ok(isSpecKind('TrustProfile'));
+    const good = parseSpecDocuments(`apiVersion: causeway/v1
+kind: TrustProfile
+metadata: {name: laptops}
+spec:
+  appliesTo: {platforms: [linux, macos, windows]}   # also ownership, groups
+  staleAfter: 15m
+  factors:
+    - {type: diskEncryption, effect: Medium}
+    - {type: firewall, effect: Low}
+    - {type: osVersion, minimum: {macos: "14.0", windows: "10.0.19045"}, effect: Low}
+    - {type: fileExists, path: /etc/corp/agent.conf, effect: AlwaysDeny}
+    - {type: processRunning, name: falcon-sensor, effect: Low}
+    - {type: mdmCompliant, effect: AlwaysDeny}
+`);
+    assert.ok(good.ok, good.ok ? '' : JSON.stringify(good.problems));
+    assert.equal(good.objects[0]?.kind, 'TrustProfile');
+    const bad = parseSpecDocuments(`apiVersion: causeway/v1
+kind: TrustProfile
+metadata: {name: laptops}
+spec:
+  staleAfter: 30d
+  factors:
+    - {type: firewall, effect: High}
+`);
+    assert.ok(!bad.ok);
+    assert.deepEqual(
+      bad.problems.map((p) => p.path),
+      ['spec.staleAfter', 'spec.factors[0].effect'],
+    );
   });
 });
