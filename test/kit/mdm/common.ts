@@ -5,7 +5,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
-import type { IncomingHttpHeaders } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export interface FakeRequest {
@@ -31,10 +32,11 @@ export interface JsonServer {
 
 const MAX_BODY = 64 * 1024;
 
-export async function startJsonServer(handler: (req: FakeRequest) => FakeReply | Promise<FakeReply>): Promise<JsonServer> {
+/** `tls`: serve https with this certificate (its url is then https://127.0.0.1:PORT). */
+export async function startJsonServer(handler: (req: FakeRequest) => FakeReply | Promise<FakeReply>, tls?: { certPem: string; keyPem: string }): Promise<JsonServer> {
   const requests: FakeRequest[] = [];
   let base = '';
-  const server = createServer((req, res) => {
+  const listener = (req: IncomingMessage, res: ServerResponse): void => {
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (chunk: Buffer) => {
@@ -59,9 +61,10 @@ export async function startJsonServer(handler: (req: FakeRequest) => FakeReply |
           },
         );
     });
-  });
+  };
+  const server = tls === undefined ? createServer(listener) : createHttpsServer({ cert: tls.certPem, key: tls.keyPem }, listener);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  base = `${tls === undefined ? 'http' : 'https'}://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
     url: base,
     requests,

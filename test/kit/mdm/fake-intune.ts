@@ -37,7 +37,9 @@ export interface FakeIntune extends JsonServer {
   setCompliance(serial: string, state: string): void;
 }
 
-export async function startFakeIntune(options: { tenantId?: string; clientId?: string; clientSecret?: string; defaultPageSize?: number } = {}): Promise<FakeIntune> {
+export async function startFakeIntune(
+  options: { tenantId?: string; clientId?: string; clientSecret?: string; defaultPageSize?: number; tls?: { certPem: string; keyPem: string } } = {},
+): Promise<FakeIntune> {
   const tenantId = options.tenantId ?? 'contoso.onmicrosoft.com';
   const clientId = options.clientId ?? 'intune-client';
   const clientSecret = options.clientSecret ?? 'intune-secret-value';
@@ -72,7 +74,7 @@ export async function startFakeIntune(options: { tenantId?: string; clientId?: s
       return managedDevices(req.url);
     }
     return graphError(404, 'ResourceNotFound', 'Resource not found.');
-  });
+  }, options.tls);
   url = server.url;
 
   function managedDevices(reqUrl: URL): FakeReply {
