@@ -13,7 +13,7 @@
  * Parts reach the routes of PEER_PLUGINS (config stream, enrollment, event batches) on the same listener with their
  * certificates or join tokens.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { InvalidArgumentError } from 'commander';
@@ -21,11 +21,14 @@ import type { Command } from 'commander';
 import type { FastifyPluginAsync } from 'fastify';
 import { PASSPHRASE_ENV, exists, readPassphraseFile, writeNewPassphrase, writeReplacing } from '../cli-files.ts';
 import { UserError } from '../lib/errors.ts';
+import { assertSafePath } from '../lib/fs-safety.ts';
 import type { Closable } from '../lib/lifecycle.ts';
 import { closeOnSignals } from '../lib/lifecycle.ts';
 import { createLogger } from '../lib/log.ts';
 import type { Logger } from '../lib/log.ts';
 import { caPin, loadOrCreateCa, storedCaExists } from './ca-store.ts';
+import { createIdentity, DEFAULT_KUBE_TOKEN_TTL_SECONDS, loadOrCreateSecretBox } from './identity/index.ts';
+import type { Identity, PasswordDirectory, SigningAlgorithm } from './identity/index.ts';
 import { createControlPlane, issueServingCertificate } from './server.ts';
 import type { ControlPlane, ControlPlanePluginOptions, Listener } from './server.ts';
 import { openStore, redactUrl } from './store/index.ts';
@@ -57,6 +60,10 @@ export interface ServerFlags {
   caPassphraseFile?: string;
   insecureHttp?: boolean;
   logLevel: string;
+  /** Signing algorithm of ID tokens and kube tokens. Default RS256. */
+  idTokenAlg?: SigningAlgorithm;
+  /** Lifetime of kube ID tokens, in seconds. Default 600. */
+  kubeTokenTtl?: number;
 }
 
 export interface ServerCommandIo {
@@ -99,6 +106,8 @@ export function registerServerCommand(program: Command, io: Partial<ServerComman
     .option('--ca-passphrase-file <file>', `file holding the CA key passphrase (else ${PASSPHRASE_ENV}, else DATA/ca-passphrase, generated on first start)`)
     .option('--insecure-http', 'serve plain HTTP instead of HTTPS (development only: tokens cross the network in the clear)')
     .option('--log-level <level>', 'log level for the JSON logs on stderr (debug, info, warn, error)', 'info')
+    .option('--id-token-alg <alg>', 'signing algorithm of ID tokens and kube tokens: RS256 (what kube-apiserver expects) or ES256', parseIdTokenAlg, 'RS256')
+    .option('--kube-token-ttl <seconds>', `lifetime of the ID tokens kube-credential gets, in seconds (60 to 3600)`, parseKubeTokenTtl, DEFAULT_KUBE_TOKEN_TTL_SECONDS)
     .action(async (flags: ServerFlags) => {
       const logger = createLogger({ name: 'causeway-server', level: flags.logLevel, destination: deps.logDestination ?? process.stderr });
       const server = await startServer(flags, deps, logger);
@@ -133,7 +142,9 @@ export async function startServer(flags: ServerFlags, io: Pick<ServerCommandIo, 
       logger.info({ path: tokenPath, tokenId: record.id }, 'created the first admin API token; it is in this file (mode 0600)');
     }
 
-    const controlPlane = await createControlPlane({ store, ca, publicUrl, logger, plugins: PEER_PLUGINS, processMetrics: true });
+    const identity = await startIdentity(flags, io, store, passphrase, publicUrl, logger);
+    cleanup.push(identity);
+    const controlPlane = await createControlPlane({ store, ca, publicUrl, logger, plugins: PEER_PLUGINS, processMetrics: true, identity });
     cleanup.push(controlPlane);
     let listener: Listener;
     let renewal: NodeJS.Timeout | undefined;
@@ -185,6 +196,64 @@ export async function startServer(flags: ServerFlags, io: Pick<ServerCommandIo, 
     for (const part of cleanup.reverse()) await part.close().catch(() => undefined);
     throw err;
   }
+}
+
+/** The OIDC provider and its pieces, sealed by the CA passphrase. */
+async function startIdentity(flags: ServerFlags, io: Pick<ServerCommandIo, 'env'>, store: Store, passphrase: string, publicUrl: string, logger: Logger): Promise<Identity> {
+  const secretBox = await loadOrCreateSecretBox(store, { passphrase });
+  return createIdentity({
+    store,
+    secretBox,
+    publicUrl,
+    logger,
+    resolveSecret: (ref) => resolveSecret(ref, io.env),
+    directory: noDirectory,
+    idTokenSigningAlg: flags.idTokenAlg ?? 'RS256',
+    kubeTokenTtlSeconds: flags.kubeTokenTtl ?? DEFAULT_KUBE_TOKEN_TTL_SECONDS,
+  });
+}
+
+/** Until the built-in directory is wired: every password login is refused. */
+const noDirectory: PasswordDirectory = {
+  authenticate: () => Promise.resolve({ ok: false, code: 'invalid-credentials', message: 'invalid user name or password' }),
+};
+
+/**
+ * A secret named by a spec (an IdentityProvider's client secret): `{env: NAME}` from the environment,
+ * `{file: PATH}` from a file that only this user (or root) could have written (CN-09), trailing newline
+ * dropped.
+ */
+export async function resolveSecret(ref: { env?: string; file?: string }, env: NodeJS.ProcessEnv): Promise<string> {
+  if (ref.env !== undefined && ref.file !== undefined) throw new UserError('SECRET_REF_INVALID', 'a secret reference names either env or file, not both');
+  if (ref.env !== undefined) {
+    const value = env[ref.env];
+    if (value === undefined || value === '') throw new UserError('SECRET_MISSING', `the environment variable ${ref.env} is not set: give the server the secret in it, or name a file instead`);
+    return value;
+  }
+  if (ref.file !== undefined) {
+    await assertSafePath(ref.file, 'the secret file', 'SECRET_FILE_UNSAFE');
+    let text: string;
+    try {
+      text = await readFile(ref.file, 'utf8');
+    } catch (err) {
+      throw new UserError('SECRET_FILE_UNREADABLE', `cannot read the secret file ${ref.file}: check that it exists and this server's user may read it`, { cause: err });
+    }
+    const value = text.replace(/\r?\n$/, '');
+    if (value === '') throw new UserError('SECRET_MISSING', `the secret file ${ref.file} is empty`);
+    return value;
+  }
+  throw new UserError('SECRET_REF_INVALID', 'a secret reference names env or file');
+}
+
+function parseIdTokenAlg(value: string): SigningAlgorithm {
+  if (value !== 'RS256' && value !== 'ES256') throw new InvalidArgumentError('--id-token-alg must be RS256 or ES256');
+  return value;
+}
+
+function parseKubeTokenTtl(value: string): number {
+  const seconds = /^[0-9]{1,5}$/.test(value) ? Number(value) : NaN;
+  if (!(seconds >= 60 && seconds <= 3600)) throw new InvalidArgumentError('--kube-token-ttl must be a number of seconds from 60 to 3600');
+  return seconds;
 }
 
 /** --ca-passphrase-file, else CAUSEWAY_CA_PASSPHRASE, else DATA/ca-passphrase, else (first start only) a new one there. */

@@ -37,6 +37,7 @@ export { loadOrCreateSecretBox } from './secret-box.ts';
 export type { SecretBox } from './secret-box.ts';
 export { CLI_CLIENT_ID, CLI_REDIRECT_URI, PROVIDER_PATHS, ROUTES } from './provider.ts';
 export type { SigningAlgorithm } from './signing-keys.ts';
+export type { LoginAttempt, LoginFailure, LoginResult, PasswordDirectory } from './grants.ts';
 
 export const DEFAULT_KUBE_TOKEN_TTL_SECONDS = 600;
 const API_CSP = "default-src 'none'; frame-ancestors 'none'";
