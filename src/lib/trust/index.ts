@@ -4,3 +4,5 @@ export { MAX_CHECKED_ITEMS, SERVER_FACTOR_KEYS, compareVersions, deviceFactorVal
 export type { FactorValues } from './factor-values.ts';
 export { remedy, unknownRemedy } from './remedies.ts';
 export type { RemedyContext, RemedyPlatform } from './remedies.ts';
+export { mergeFactorValues, postureRequirements } from './requirements.ts';
+export type { DeviceRequirements } from './requirements.ts';
