@@ -9,6 +9,8 @@ import type { Socket } from 'node:net';
 import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { silentLogger } from '../../../src/lib/log.ts';
+import { createTokenVerifier } from '../../../src/lib/oidc/index.ts';
+import type { TokenVerifier } from '../../../src/lib/oidc/index.ts';
 import type { Logger } from '../../../src/lib/log.ts';
 import { makeServerCert, makeTestCa } from '../certs.ts';
 import { serveApi, serveApis, serveCoreV1, serveVersion } from './discovery.ts';
@@ -85,6 +87,7 @@ export class FakeKubeServer implements FakeKube {
   private readonly version: ServerVersion;
   private readonly opts: FakeKubeOptions;
   private closing: Promise<void> | undefined;
+  private readonly verifier: TokenVerifier | undefined;
   private readonly requestWaiters = new Set<(req: RecordedRequest | undefined) => boolean>();
 
   constructor(opts: FakeKubeOptions, tls: { certPem: string; keyPem: string; caPem: string }) {
@@ -92,6 +95,15 @@ export class FakeKubeServer implements FakeKube {
     this.caPem = tls.caPem;
     this.logger = opts.logger ?? silentLogger();
     this.version = parseVersion(opts.serverVersion ?? '1.32.4');
+    if (opts.oidc !== undefined && opts.authenticate === undefined) {
+      this.verifier = createTokenVerifier({
+        issuer: opts.oidc.issuer,
+        audience: opts.oidc.audience,
+        minRefetchIntervalMs: 1000,
+        ...(opts.oidc.caPem === undefined ? {} : { caPem: opts.oidc.caPem }),
+        ...(opts.oidc.allowInsecureHttp === true ? { allowInsecureHttp: true } : {}),
+      });
+    }
     this.server = createServer({
       cert: tls.certPem,
       key: tls.keyPem,
@@ -190,6 +202,7 @@ export class FakeKubeServer implements FakeKube {
       this.requestWaiters.clear();
       const gone = [...this.sockets].map((s) => new Promise<void>((resolve) => (s.destroyed && s.listenerCount('close') === 0 ? resolve() : s.once('close', () => resolve()))));
       for (const s of this.sockets) s.destroy();
+      this.verifier?.close();
       await Promise.all([closed, ...gone]);
     })();
     return this.closing;
@@ -246,6 +259,30 @@ export class FakeKubeServer implements FakeKube {
     return record.user;
   }
 
+  /** The `oidc` option: the bearer token's verified identity, recorded on the request; undefined when refused. */
+  private async verifyBearer(req: IncomingMessage, record: RecordedRequest, verifier: TokenVerifier): Promise<FakeKubeUser | undefined> {
+    const auth = req.headers.authorization ?? '';
+    const m = /^Bearer ([^\s]+)$/i.exec(auth);
+    if (m === null) {
+      record.authError = auth === '' ? 'NO_TOKEN' : 'NOT_BEARER';
+      return undefined;
+    }
+    try {
+      const verified = await verifier.verify(m[1]);
+      const claim = verified.claims[this.opts.oidc?.usernameClaim ?? 'email'];
+      if (typeof claim !== 'string' || claim === '') {
+        record.authError = 'NO_USERNAME_CLAIM';
+        return undefined;
+      }
+      const groups = verified.claims.groups;
+      record.user = { user: claim, groups: [...(Array.isArray(groups) ? groups.filter((g): g is string => typeof g === 'string') : []), 'system:authenticated'] };
+      return record.user;
+    } catch (err) {
+      record.authError = (err as { code?: string }).code ?? 'TOKEN_INVALID';
+      return undefined;
+    }
+  }
+
   private podsContext(): PodsContext {
     return { store: this.store, signal: this.abort.signal, now: () => Date.now() };
   }
@@ -264,10 +301,21 @@ export class FakeKubeServer implements FakeKube {
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const { record, url } = this.record(req, false);
+    if (this.verifier !== undefined) {
+      void this.verifyBearer(req, record, this.verifier).then((user) => {
+        if (user === undefined) sendStatus(res, failure(401, 'Unauthorized', 'Unauthorized'));
+        else this.serve(req, res, url);
+      });
+      return;
+    }
     if (this.recordUser(req, record) === undefined) {
       sendStatus(res, failure(401, 'Unauthorized', 'Unauthorized'));
       return;
     }
+    this.serve(req, res, url);
+  }
+
+  private serve(req: IncomingMessage, res: ServerResponse, url: URL): void {
     try {
       this.route(req, res, url);
     } catch (err) {
@@ -308,7 +356,20 @@ export class FakeKubeServer implements FakeKube {
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const { record, url } = this.record(req, true);
     socket.on('error', (err) => this.logger.debug({ err }, 'fake-kube: upgraded socket error'));
-    const user = this.recordUser(req, record);
+    if (this.verifier !== undefined) {
+      // Hold the bytes that follow the upgrade until the token is checked.
+      socket.pause();
+      void this.verifyBearer(req, record, this.verifier).then((user) => {
+        this.upgradeAs(user, req, socket, head, url);
+        // The handler has attached its listeners (an explicit pause outlasts adding them).
+        socket.resume();
+      });
+      return;
+    }
+    this.upgradeAs(this.recordUser(req, record), req, socket, head, url);
+  }
+
+  private upgradeAs(user: FakeKubeUser | undefined, req: IncomingMessage, socket: Duplex, head: Buffer, url: URL): void {
     if (user === undefined) {
       refuseUpgrade(socket, failure(401, 'Unauthorized', 'Unauthorized'));
       return;

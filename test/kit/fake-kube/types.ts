@@ -26,7 +26,14 @@ export interface FakeKubeOptions {
   bigPods?: number;
   /** When set, requests must carry `Authorization: Bearer <token>`, else 401. */
   bearerToken?: string;
-  /** Decides who a request is (undefined: 401). Takes precedence over bearerToken. */
+  /**
+   * Require `Authorization: Bearer <ID token>` verified with src/lib/oidc's createTokenVerifier
+   * against the issuer's discovery and JWKS, as kube-apiserver's `--oidc-*` flags do; anything else
+   * gets 401 with a Status `Unauthorized`. The user is the `usernameClaim` (default `email`), the
+   * groups the `groups` claim. Takes precedence over bearerToken; `authenticate` over this.
+   */
+  oidc?: FakeKubeOidcOptions;
+  /** Decides who a request is (undefined: 401). Takes precedence over oidc and bearerToken. */
   authenticate?: (req: IncomingMessage) => FakeKubeUser | undefined;
   /** Ask for and require a TLS client certificate signed by clientCaPem (default: the serving CA). */
   requireClientCert?: boolean;
@@ -36,6 +43,19 @@ export interface FakeKubeOptions {
   /** Answer aggregated discovery (apidiscovery.k8s.io/v2) when asked; default true. False forces kubectl onto legacy discovery. */
   aggregatedDiscovery?: boolean;
   logger?: Logger;
+}
+
+export interface FakeKubeOidcOptions {
+  /** The issuer URL exactly as tokens carry it (`--oidc-issuer-url`). */
+  issuer: string;
+  /** The client id tokens must name in `aud` (`--oidc-client-id`). */
+  audience: string;
+  /** The CA to trust the issuer by (`--oidc-ca-file`); default the system roots. */
+  caPem?: string;
+  /** Default 'email' (`--oidc-username-claim`). */
+  usernameClaim?: string;
+  /** http:// issuers on loopback (tests of the verifier only). */
+  allowInsecureHttp?: boolean;
 }
 
 export interface RecordedRequest {
@@ -54,6 +74,8 @@ export interface RecordedRequest {
   upgrade: boolean;
   /** Who the authentication hook said this is; undefined when refused. */
   user: FakeKubeUser | undefined;
+  /** Why a bearer token was refused (the verifier's error code), with the `oidc` option. */
+  authError?: string;
 }
 
 export interface RecordedExec {
