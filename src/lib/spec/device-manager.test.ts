@@ -49,6 +49,15 @@ void describe('DeviceManager spec', () => {
     }
   });
 
+  void test('CP-11 a credential in the lookup URL query is refused and not repeated', () => {
+    for (const url of ['https://m.example.com/{serial}?api_key=s3cr3t', 'https://m.example.com/{serial}?token=s3cr3t', 'https://m.example.com/{serial}?sig=s3cr3t']) {
+      const result = deviceManagerSpec.safeParse({ type: 'http', url, jsonPaths: { compliant: 'ok' } });
+      assert.equal(result.success, false, url);
+      assert.doesNotMatch(JSON.stringify(result.error?.issues), /s3cr3t/);
+    }
+    assert.equal(deviceManagerSpec.safeParse({ type: 'http', url: 'https://m.example.com/{serial}?fields=all', jsonPaths: { compliant: 'ok' } }).success, true);
+  });
+
   void test('secret references take exactly one of env or file, well formed', () => {
     assert.deepEqual(secretRef.parse({ env: 'A_B1' }), { env: 'A_B1' });
     assert.deepEqual(secretRef.parse({ file: '/run/secrets/x' }), { file: '/run/secrets/x' });

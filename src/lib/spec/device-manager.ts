@@ -223,7 +223,16 @@ const httpSpec = z
         return;
       }
       const problem = serviceUrlProblem(value.replaceAll('{serial}', 'SERIAL'), true, true);
-      if (problem !== undefined) ctx.addIssue({ code: 'custom', input: value, message: problem });
+      if (problem !== undefined) {
+        ctx.addIssue({ code: 'custom', input: value, message: problem });
+        return;
+      }
+      // A credential in the query string would sit in the spec in clear: it belongs in a header, by reference.
+      for (const name of new URL(value.replaceAll('{serial}', 'SERIAL')).searchParams.keys()) {
+        if (SECRET_HEADER.test(name) || /^(?:sig|signature|code|pw|pass)$/i.test(name)) {
+          ctx.addIssue({ code: 'custom', input: undefined, message: `must not carry a credential in the query (${name}); send it in a header given as {env: NAME} or {file: /path}` });
+        }
+      }
     }),
     headers: z
       .record(z.string().regex(HEADER_NAME, 'must be an HTTP header name'), headerValue)
