@@ -86,6 +86,7 @@ const KIND_COLUMNS: Readonly<Record<SpecKind, { headers: string[]; values: (spec
   },
   IdentityProvider: { headers: ['DISPLAY-NAME', 'ISSUER', 'CLIENT-ID'], values: (s) => [s.displayName ?? '-', s.issuer, s.clientId] },
   TrustProfile: { headers: ['STALE-AFTER', 'FACTORS'], values: (s) => [s.staleAfter, Array.isArray(s.factors) ? s.factors.length : 0] },
+  DeviceManager: { headers: ['TYPE', 'SYNC-INTERVAL'], values: (s) => [s.type, s.syncInterval] },
 };
 
 export function objectTable(kind: SpecKind | undefined, documents: Document[]): string[] {

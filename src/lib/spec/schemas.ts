@@ -18,6 +18,7 @@
 import { X509Certificate } from 'node:crypto';
 import { z } from 'zod';
 import { allowedDomainProblem, canonicalHostname, cidrProblem, formatAuthority, hostnamePatternProblem, parseAuthority, portRangeProblem } from '../net/target.ts';
+import { deviceManagerSpec } from './device-manager.ts';
 import { identityProviderSpec } from './identity-provider.ts';
 import { trustProfileSpec } from './trust-profile.ts';
 
@@ -306,6 +307,7 @@ export const specSchemas = {
   AdminBinding: documentSchema('AdminBinding', adminBindingSpec),
   IdentityProvider: documentSchema('IdentityProvider', identityProviderSpec),
   TrustProfile: documentSchema('TrustProfile', trustProfileSpec),
+  DeviceManager: documentSchema('DeviceManager', deviceManagerSpec),
 };
 
 export type SpecKind = keyof typeof specSchemas;
