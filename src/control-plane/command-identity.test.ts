@@ -5,7 +5,9 @@ import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { decodeProtectedHeader } from 'jose';
 import { createLogger } from '../lib/log.ts';
+import { hashPassword } from './identity/passwords.ts';
 import { resolveSecret, startServer } from './command.ts';
 import type { ServerFlags } from './command.ts';
 
@@ -17,9 +19,10 @@ async function tempDir(t: { after: (fn: () => Promise<void>) => void }): Promise
   return dir;
 }
 
-function get(url: string, caPem: string, options: { method?: string; body?: string } = {}): Promise<{ status: number; body: string }> {
+function get(url: string, caPem: string, options: { method?: string; body?: string; bearer?: string } = {}): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { accept: 'application/json' };
+    if (options.bearer !== undefined) headers.authorization = `Bearer ${options.bearer}`;
     if (options.body !== undefined) headers['content-type'] = 'application/x-www-form-urlencoded';
     const req = httpsRequest(url, { method: options.method ?? 'GET', ca: caPem, headers, agent: false }, (res) => {
       let body = '';
@@ -44,10 +47,19 @@ void describe('causeway server as an OIDC provider', () => {
         assert.ok(discovery.body.includes('"issuer":"https://localhost:8440"'));
         const jwks = await get(`https://localhost:${server.listener.port}/oidc/jwks`, caPem);
         assert.equal((JSON.parse(jwks.body) as { keys: unknown[] }).keys.length, 2);
-        // No directory yet refuses every password login the same way.
-        const refused = await get(`https://localhost:${server.listener.port}/oidc/token`, caPem, { method: 'POST', body: 'grant_type=password&client_id=causeway-cli&username=a&password=b' });
+        const base = `https://localhost:${server.listener.port}`;
+        const refused = await get(`${base}/oidc/token`, caPem, { method: 'POST', body: 'grant_type=password&client_id=causeway-cli&username=nobody&password=b' });
         assert.equal(refused.status, 400);
         assert.equal((JSON.parse(refused.body) as { error_description: string }).error_description, 'invalid user name or password');
+        // A built-in user logs in with the password grant, and the access token opens the admin API.
+        if (start === 0) await server.store.createUser({ name: 'erin', groups: ['ops'], passwordHash: await hashPassword('erin-password-1') }, { actor: 'system' });
+        const login = await get(`${base}/oidc/token`, caPem, { method: 'POST', body: 'grant_type=password&client_id=causeway-cli&username=erin&password=erin-password-1&scope=openid%20groups' });
+        assert.equal(login.status, 200, login.body);
+        const tokens = JSON.parse(login.body) as { access_token: string; id_token: string };
+        assert.equal(decodeProtectedHeader(tokens.id_token).alg, 'ES256');
+        const whoami = await get(`${base}/api/v1/whoami`, caPem, { bearer: tokens.access_token });
+        assert.equal(whoami.status, 200, whoami.body);
+        assert.equal((JSON.parse(whoami.body) as { scope: string }).scope, 'none');
       } finally {
         await server.close();
       }

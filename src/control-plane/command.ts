@@ -28,7 +28,7 @@ import { createLogger } from '../lib/log.ts';
 import type { Logger } from '../lib/log.ts';
 import { caPin, loadOrCreateCa, storedCaExists } from './ca-store.ts';
 import { createIdentity, DEFAULT_KUBE_TOKEN_TTL_SECONDS, loadOrCreateSecretBox } from './identity/index.ts';
-import type { Identity, PasswordDirectory, SigningAlgorithm } from './identity/index.ts';
+import type { Identity, SigningAlgorithm } from './identity/index.ts';
 import { createControlPlane, issueServingCertificate } from './server.ts';
 import type { ControlPlane, ControlPlanePluginOptions, Listener } from './server.ts';
 import { openStore, redactUrl } from './store/index.ts';
@@ -207,16 +207,10 @@ async function startIdentity(flags: ServerFlags, io: Pick<ServerCommandIo, 'env'
     publicUrl,
     logger,
     resolveSecret: (ref) => resolveSecret(ref, io.env),
-    directory: noDirectory,
     idTokenSigningAlg: flags.idTokenAlg ?? 'RS256',
     kubeTokenTtlSeconds: flags.kubeTokenTtl ?? DEFAULT_KUBE_TOKEN_TTL_SECONDS,
   });
 }
-
-/** Until the built-in directory is wired: every password login is refused. */
-const noDirectory: PasswordDirectory = {
-  authenticate: () => Promise.resolve({ ok: false, code: 'invalid-credentials', message: 'invalid user name or password' }),
-};
 
 /**
  * A secret named by a spec (an IdentityProvider's client secret): `{env: NAME}` from the environment,

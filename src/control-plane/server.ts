@@ -95,7 +95,9 @@ export interface ControlPlaneOptions {
   processMetrics?: boolean;
   /**
    * Causeway as an OIDC provider (identity/index.ts createIdentity): its routes are mounted on the public
-   * listener (discovery, /oidc/…), and the control plane closes it on close.
+   * listener (discovery, /oidc/…, the login pages), its access tokens open the admin API (after API
+   * tokens, unless `authenticators` says otherwise), its credential routes join /api/v1, and the control
+   * plane closes it on close.
    */
   identity?: Identity;
 }
@@ -190,7 +192,7 @@ export async function createControlPlane(options: ControlPlaneOptions): Promise<
   });
 
   const limiter = new FailureLimiter({ clock, ...options.authFailures });
-  const authenticators = options.authenticators ?? [apiTokenAuthenticator(store)];
+  const authenticators = options.authenticators ?? [apiTokenAuthenticator(store), ...(options.identity === undefined ? [] : [options.identity.authenticator])];
   const onRequestAuth = authHook({ authenticators, limiter });
   const specs = new StoredSpecCache((object) => logger.warn({ kind: object.kind, name: object.name, version: object.version }, 'a stored object no longer passes its schema; it is left out of reference checks'));
   const serialize = serializer();
@@ -203,6 +205,7 @@ export async function createControlPlane(options: ControlPlaneOptions): Promise<
     eventRoutes(api, { store });
     metaRoutes(api, { ca, openapi: () => app.swagger() });
     whoamiRoutes(api, { store });
+    options.identity?.registerApi(api);
   }, { prefix: '/api/v1' });
 
   registerPublicHealthRoutes(app, { store, ca, clock });

@@ -1,13 +1,14 @@
 /**
  * For the identity tests: a control plane with the OIDC provider on a real HTTPS listener (port chosen
- * up front, so the issuer is the URL clients use), a store with users, a Directory stand-in, a test-only
- * login page that logs in whoever `loginAs` names, the log lines, and a `fetch` over node:https that
- * trusts exactly our CA (openid-client's customFetch).
+ * up front, so the issuer is the URL clients use), a store with users, a Directory stand-in behind the
+ * real login page, the log lines, and a `fetch` over node:https that trusts exactly our CA
+ * (openid-client's customFetch).
  */
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { Writable } from 'node:stream';
+import type { ClientResponse, CookieClient } from '../../../test/kit/cookie-client.ts';
 import type { Clock } from '../../lib/clock.ts';
 import { createLogger } from '../../lib/log.ts';
 import { CertificateAuthority } from '../../lib/pki/index.ts';
@@ -18,7 +19,7 @@ import { openStore } from '../store/index.ts';
 import type { Store, UserRecord } from '../store/index.ts';
 import type { LoginAttempt, LoginResult, PasswordDirectory } from './grants.ts';
 import { createIdentity } from './index.ts';
-import type { Identity, IdentityOptions, IdentityRouteDeps } from './index.ts';
+import type { Identity, IdentityOptions } from './index.ts';
 import { secretBoxFromKey } from './secret-box.ts';
 import type { SecretBox } from './secret-box.ts';
 
@@ -97,8 +98,6 @@ export interface IdentityHarness {
   listener: Listener;
   directory: FakeDirectory;
   users: Record<string, UserRecord>;
-  /** The user the test login page logs in (by name). */
-  loginAs: { name: string | undefined };
   /** Every JSON log line so far. */
   logs: string[];
   fetch: TestFetch;
@@ -141,18 +140,8 @@ export async function startIdentityHarness(options: HarnessOptions = {}): Promis
     await store.putObject({ kind: 'Service', name: `${cluster}-k8s`, spec: { type: 'kubernetes', cluster: 'edge', accessTier: '*', domain: `${cluster}.k8s.example.com`, port: 443, kubernetes: { clusterName: cluster, caPublicKey: 'x' } } }, { actor: 'system' });
   }
   const directory = new FakeDirectory(store, TEST_USERS);
-  const loginAs: { name: string | undefined } = { name: 'alice' };
   const port = await freePort();
   const publicUrl = `https://127.0.0.1:${port}`;
-  const testLogin = (app: Parameters<NonNullable<IdentityOptions['routes']>[number]>[0], deps: IdentityRouteDeps): Promise<void> => {
-    app.get('/oidc/interaction/:uid', { config: { access: 'public' } }, async (request, reply) => {
-      const user = loginAs.name === undefined ? undefined : await store.getUserByName(loginAs.name);
-      void reply.hijack();
-      if (user === undefined) await deps.provider.interactionFinished(request.raw, reply.raw, { error: 'access_denied', error_description: 'no user' });
-      else await deps.provider.interactionFinished(request.raw, reply.raw, { login: { accountId: user.id } });
-    });
-    return Promise.resolve();
-  };
   const { clusters: _clusters, controlPlane: cpOptions, ...identityOptions } = options;
   const identity = await createIdentity({
     store,
@@ -161,7 +150,6 @@ export async function startIdentityHarness(options: HarnessOptions = {}): Promis
     directory,
     logger,
     resolveSecret: () => Promise.reject(new Error('no secrets in this test')),
-    routes: [testLogin],
     ...identityOptions,
   });
   const controlPlane = await createControlPlane({ store, ca, publicUrl, logger, identity, ...cpOptions });
@@ -176,7 +164,6 @@ export async function startIdentityHarness(options: HarnessOptions = {}): Promis
     listener,
     directory,
     users,
-    loginAs,
     logs,
     fetch: caFetch(ca.certPem),
     async close() {
@@ -184,4 +171,11 @@ export async function startIdentityHarness(options: HarnessOptions = {}): Promis
       await store.close();
     },
   };
+}
+
+/** Fills in and submits our login page (interactions.ts) as `user`, following redirects until `stopAt`. */
+export async function submitLogin(h: IdentityHarness, browser: CookieClient, page: ClientResponse, user: { name: string; password: string; totp?: string }, stopAt?: (url: URL) => boolean): Promise<ClientResponse> {
+  if (!page.url.includes('/oidc/interaction/')) throw new Error(`expected our login page, got HTTP ${page.status} at ${page.url}: ${page.body.slice(0, 300)}`);
+  const fields: Record<string, string> = { name: user.name, password: user.password, ...(user.totp === undefined ? {} : { totp: user.totp }) };
+  return browser.submitForm(page, fields, { headers: { origin: h.publicUrl }, ...(stopAt === undefined ? {} : { stopAt }) });
 }

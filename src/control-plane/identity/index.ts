@@ -23,8 +23,14 @@ import type { Logger } from '../../lib/log.ts';
 import { silentLogger } from '../../lib/log.ts';
 import { FailureLimiter, sourceKey } from '../auth.ts';
 import type { FailureLimiterOptions } from '../auth.ts';
+import { credentialRoutes } from '../api/credentials.ts';
 import type { Store } from '../store/index.ts';
 import { startPruning } from './adapter.ts';
+import { createDirectory } from './directory.ts';
+import { interactionRoutes } from './interactions.ts';
+import { sessionAuthenticator } from './session-auth.ts';
+import type { SessionAuthenticator } from './session-auth.ts';
+import { createUpstreams } from './upstream.ts';
 import { registerGrants } from './grants.ts';
 import type { PasswordDirectory } from './grants.ts';
 import { buildProvider, DEFAULT_LIFETIMES, loadOrCreateCookieKeys, PROVIDER_PATHS, ROUTES } from './provider.ts';
@@ -76,8 +82,8 @@ export interface IdentityOptions {
   publicUrl: string;
   /** Reads a secret named by a spec ({env} or {file}); from the entry point. */
   resolveSecret: (ref: { env?: string; file?: string }) => Promise<string>;
-  /** Checks built-in users' passwords (the password grant and the login page). */
-  directory: PasswordDirectory;
+  /** Checks built-in users' passwords (the password grant and the login page). Default: the built-in directory (directory.ts). */
+  directory?: PasswordDirectory;
   clock?: Clock;
   logger?: Logger;
   /** Algorithm of ID tokens and kube tokens. Default RS256 (what kube-apiserver expects). */
@@ -88,7 +94,10 @@ export interface IdentityOptions {
   signingKeys?: Pick<SigningKeysOptions, 'publishAheadMs' | 'retireAfterMs' | 'rotateEveryMs' | 'checkEveryMs'>;
   /** Per-source limit on failed token and device authorization requests (CP-12). */
   tokenRateLimit?: FailureLimiterOptions;
-  /** Routes registered beside the provider's (login pages, upstream IdP login), in order. */
+  /**
+   * Routes registered beside the provider's, in order. Default: the login page (interactions.ts) and
+   * login through org IdPs (upstream.ts).
+   */
   routes?: Array<(app: FastifyInstance, deps: IdentityRouteDeps) => Promise<void>>;
   /** How often expired records are pruned. Default 10 min. */
   pruneEveryMs?: number;
@@ -100,8 +109,12 @@ export interface Identity {
   readonly signingKeys: SigningKeys;
   /** An access token of ours, for the admin API's session authenticator; undefined when unknown or expired. */
   findAccessToken(token: string): Promise<AccessTokenInfo | undefined>;
+  /** Turns our access tokens into admin API principals (scope from AdminBindings); for the /api/v1 auth hook. */
+  readonly authenticator: SessionAuthenticator;
   /** Registers the provider's routes and the others'; call once, at the root of the app. */
   register(app: FastifyInstance): Promise<void>;
+  /** Registers the admin API routes of identity (passwords, TOTP, unlock) inside /api/v1, after the auth hook. */
+  registerApi(api: FastifyInstance): void;
   close(): Promise<void>;
 }
 
@@ -114,10 +127,11 @@ export async function createIdentity(options: IdentityOptions): Promise<Identity
   const lifetimes: TokenLifetimes = { ...DEFAULT_LIFETIMES, ...options.lifetimes };
   const signingKeys = await loadSigningKeys({ store, secretBox, clock, logger, ...options.signingKeys });
   const cookieKeys = await loadOrCreateCookieKeys(store, secretBox);
+  const directory = options.directory ?? createDirectory({ store, secretBox, clock, logger });
 
   const build = (): { provider: Provider; callback: (req: FastifyRequest['raw'], res: ServerResponse) => void } => {
     const provider = buildProvider({ publicUrl, store, secretBox, signingKeys, cookieKeys, idTokenSigningAlg, lifetimes, clock, logger });
-    registerGrants(provider, { store, directory: options.directory, signingKeys, idTokenSigningAlg, kubeTokenTtlSeconds, logger });
+    registerGrants(provider, { store, directory, signingKeys, idTokenSigningAlg, kubeTokenTtlSeconds, logger });
     // Koa prints unhandled errors to stderr unless someone listens.
     (provider as unknown as NodeJS.EventEmitter).on('error', (err: unknown) => logger.error({ err }, 'the OIDC provider failed a request'));
     provider.on('server_error', (_ctx, err) => logger.error({ err }, 'the OIDC provider failed a request'));
@@ -156,16 +170,20 @@ export async function createIdentity(options: IdentityOptions): Promise<Identity
     current.callback(request.raw, res);
   };
 
+  const findAccessToken = async (token: string): Promise<AccessTokenInfo | undefined> => {
+    if (typeof token !== 'string' || token === '' || token.length > 512) return undefined;
+    const at = await current.provider.AccessToken.find(token);
+    if (at === undefined || at.isExpired || typeof at.exp !== 'number') return undefined;
+    return { accountId: at.accountId, clientId: at.clientId ?? '', expiresAt: at.exp, scope: at.scope ?? '' };
+  };
+  const authenticator = sessionAuthenticator({ store, findAccessToken, clock });
+
   let registered = false;
   const identity: Identity = {
     provider,
     signingKeys,
-    async findAccessToken(token) {
-      if (typeof token !== 'string' || token === '' || token.length > 512) return undefined;
-      const at = await current.provider.AccessToken.find(token);
-      if (at === undefined || at.isExpired || typeof at.exp !== 'number') return undefined;
-      return { accountId: at.accountId, clientId: at.clientId ?? '', expiresAt: at.exp, scope: at.scope ?? '' };
-    },
+    authenticator,
+    findAccessToken,
     async register(app) {
       if (registered) throw new Error('the identity routes are registered already');
       registered = true;
@@ -182,10 +200,14 @@ export async function createIdentity(options: IdentityOptions): Promise<Identity
           handler: (_request, reply) => reply,
         });
       }
-      const deps: IdentityRouteDeps = { provider, store, secretBox, directory: options.directory, clock, logger, publicUrl, resolveSecret: options.resolveSecret };
-      for (const routes of options.routes ?? []) await routes(app, deps);
+      const deps: IdentityRouteDeps = { provider, store, secretBox, directory, clock, logger, publicUrl, resolveSecret: options.resolveSecret };
+      for (const routes of options.routes ?? [loginRoutes]) await routes(app, deps);
+    },
+    registerApi(api) {
+      credentialRoutes(api, { store, secretBox, clock, totpIssuer: `Causeway (${new URL(publicUrl).host})` });
     },
     close() {
+      authenticator.close();
       stopKeys();
       stopPruning();
       signingKeys.close();
@@ -193,6 +215,13 @@ export async function createIdentity(options: IdentityOptions): Promise<Identity
     },
   };
   return identity;
+}
+
+/** The login page (built-in users, and a button per org IdP) and the org IdP login routes. */
+export async function loginRoutes(app: FastifyInstance, deps: IdentityRouteDeps): Promise<void> {
+  const upstreams = createUpstreams({ provider: deps.provider, store: deps.store, clock: deps.clock, logger: deps.logger, resolveSecret: deps.resolveSecret, publicUrl: deps.publicUrl });
+  await upstreams.routes(app);
+  await interactionRoutes(app, { provider: deps.provider, directory: deps.directory, upstreams, logger: deps.logger });
 }
 
 /** The security headers of every response (CP-08, CP-11), unless the provider or a page set its own. */

@@ -4,24 +4,26 @@ import { decodeJwt, decodeProtectedHeader } from 'jose';
 import * as client from 'openid-client';
 import { CookieClient } from '../../../test/kit/cookie-client.ts';
 import { createTokenVerifier } from '../../lib/oidc/index.ts';
-import { startIdentityHarness } from './identity.testing.ts';
+import { startIdentityHarness, submitLogin } from './identity.testing.ts';
 import type { IdentityHarness } from './identity.testing.ts';
 
 const CALLBACK = 'http://127.0.0.1:5555/callback';
 const SCOPE = 'openid email profile groups offline_access';
+const ALICE = { name: 'alice', password: 'alice-password' };
 
 async function discover(h: IdentityHarness): Promise<client.Configuration> {
   return client.discovery(new URL(h.publicUrl), 'causeway-cli', undefined, client.None(), { [client.customFetch]: h.fetch });
 }
 
 /** The authorization request through the test login page; returns the loopback callback URL. */
-async function authorize(h: IdentityHarness, config: client.Configuration, params: Record<string, string> = {}): Promise<{ callback: URL; verifier: string; state: string; nonce: string }> {
+async function authorize(h: IdentityHarness, config: client.Configuration, params: Record<string, string> = {}, user = ALICE): Promise<{ callback: URL; verifier: string; state: string; nonce: string }> {
   const verifier = client.randomPKCECodeVerifier();
   const state = client.randomState();
   const nonce = client.randomNonce();
   const url = client.buildAuthorizationUrl(config, { redirect_uri: CALLBACK, scope: SCOPE, code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256', prompt: 'consent', state, nonce, ...params });
   const browser = new CookieClient({ caPems: [h.caPem] });
-  const last = await browser.follow(url.href, { stopAt: (u) => u.port === '5555' });
+  const page = await browser.follow(url.href, { stopAt: (u) => u.port === '5555' });
+  const last = await submitLogin(h, browser, page, user, (u) => u.port === '5555');
   assert.ok(last.location?.startsWith('http://127.0.0.1:5555/callback?'), `expected the loopback callback, got HTTP ${last.status} ${last.location ?? last.body.slice(0, 300)}`);
   return { callback: new URL(last.location ?? ''), verifier, state, nonce };
 }
@@ -130,7 +132,6 @@ void describe('Causeway as an OIDC provider', () => {
     const pending = await tokenRequest(h, { grant_type: 'urn:ietf:params:oauth:grant-type:device_code', device_code: device.device_code });
     assert.equal(pending.body.error, 'authorization_pending');
 
-    h.loginAs.name = 'dave';
     const browser = new CookieClient({ caPems: [h.caPem] });
     // The verification link answers with oidc-provider's auto-submitting form: its one script is allowed by hash.
     const autoSubmit = await browser.follow(device.verification_uri_complete);
@@ -143,10 +144,10 @@ void describe('Causeway as an OIDC provider', () => {
     assert.ok(confirm.body.includes(device.user_code));
     assert.match(String(confirm.headers['content-security-policy']), /default-src 'none'/);
     assert.ok(!String(confirm.headers['content-security-policy']).includes('unsafe-inline'));
-    const done = await browser.submitForm(confirm, {});
+    const loginPage = await browser.submitForm(confirm, {});
+    const done = await submitLogin(h, browser, loginPage, { name: 'dave', password: 'dave-password' });
     assert.equal(done.status, 200, done.body.slice(0, 300));
     assert.match(done.body, /logged in/);
-    h.loginAs.name = 'alice';
 
     const tokens = await tokenRequest(h, { grant_type: 'urn:ietf:params:oauth:grant-type:device_code', device_code: device.device_code });
     assert.equal(tokens.status, 200, JSON.stringify(tokens.body));
