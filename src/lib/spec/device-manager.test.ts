@@ -1,6 +1,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { deviceManagerSpec, durationMs, secretRef } from './device-manager.ts';
+import { formatProblems, parseSpecDocuments, stringifySpecs } from './index.ts';
 
 function problems(value: unknown): Array<{ path: string; message: string }> {
   const result = deviceManagerSpec.safeParse(value);
@@ -120,5 +121,36 @@ void describe('DeviceManager spec', () => {
     const result = deviceManagerSpec.safeParse({ ...intune, caPem: '-----BEGIN PRIVATE KEY-----\nMIIsecret\n-----END PRIVATE KEY-----' });
     assert.doesNotMatch(JSON.stringify(result.error?.issues), /MIIsecret/);
     assert.equal(problems({ ...intune, caPem: 'hello' })[0]?.path, 'caPem');
+  });
+
+  void test('a DeviceManager document parses from YAML through the registry and reads back the same', () => {
+    const yaml = `apiVersion: causeway/v1
+kind: DeviceManager
+metadata: {name: intune}
+spec:
+  type: intune
+  syncInterval: 30m
+  tenantId: 00000000-0000-0000-0000-000000000000
+  clientId: 11111111-1111-1111-1111-111111111111
+  clientSecret: {env: INTUNE_SECRET}
+`;
+    const parsed = parseSpecDocuments(yaml);
+    assert.ok(parsed.ok, JSON.stringify(parsed));
+    assert.equal(parsed.objects[0].kind, 'DeviceManager');
+    const again = parseSpecDocuments(stringifySpecs(parsed.objects));
+    assert.deepEqual(again, parsed);
+  });
+
+  void test('CP-11 a literal secret in a DeviceManager document is reported by path and never printed', () => {
+    const parsed = parseSpecDocuments(`apiVersion: causeway/v1
+kind: DeviceManager
+metadata: {name: jamf}
+spec: {type: jamf, url: "https://corp.jamfcloud.com", clientId: c, clientSecret: "Pl4intext-Secret", extra: 1}
+`);
+    assert.equal(parsed.ok, false);
+    const text = formatProblems(parsed.ok ? [] : parsed.problems);
+    assert.match(text, /spec\.clientSecret: must be a reference/);
+    assert.match(text, /spec\.extra: unknown field/);
+    assert.doesNotMatch(text, /Pl4intext/);
   });
 });
