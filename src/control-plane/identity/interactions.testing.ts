@@ -88,6 +88,13 @@ export async function startInteractionServer(options: InteractionServerOptions):
   });
 
   const real = Fastify({ logger: false, trustProxy: false });
+  // As server.ts does for every response: the pages must work under these (their <meta name="referrer">
+  // overrides the header's no-referrer, or the browser would send Origin: null on the login POST).
+  real.addHook('onSend', async (_request, reply, payload) => {
+    void reply.header('referrer-policy', 'no-referrer');
+    if (!reply.hasHeader('content-security-policy')) void reply.header('content-security-policy', "default-src 'none'; frame-ancestors 'none'");
+    return payload;
+  });
   const callback = provider.callback();
   for (const path of PROVIDER_PATHS) {
     real.route({

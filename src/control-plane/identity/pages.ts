@@ -7,6 +7,13 @@
  * Everything that did not come from this file is escaped with `escapeHtml` before it is put into a
  * page: client names, IdP display names, user names, error messages.
  *
+ * ## Referrer policy `same-origin`, in a header and a <meta>
+ *
+ * With `no-referrer` (the control plane's default header) browsers send `Origin: null` on a form POST,
+ * and the login form's CSRF check (the exact same-origin Origin, CP-06) refuses it. The <meta> in
+ * every page wins over the header, so the pages work whatever header a server adds; other sites still
+ * get no Referer.
+ *
  * ## Why `form-action` allows `http://127.0.0.1:*`
  *
  * Chromium (and CSP Level 3) apply `form-action` to every redirect of a navigation that a form
@@ -41,7 +48,9 @@ export const PAGE_HEADERS: Readonly<Record<string, string>> = {
   'content-security-policy': PAGE_CSP,
   'x-frame-options': 'DENY',
   'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer',
+  // Not no-referrer: with it, browsers send `Origin: null` on the form POSTs, which the CSRF check
+  // (an exact same-origin Origin, CP-06) must refuse. same-origin still sends nothing to other sites.
+  'referrer-policy': 'same-origin',
   'cache-control': 'no-store',
   'cross-origin-opener-policy': 'same-origin',
 };
@@ -74,7 +83,7 @@ export function renderPage({ title, body }: PageOptions): string {
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
+<meta name="referrer" content="same-origin">
 <title>${safeTitle} · Causeway</title>
 <link rel="stylesheet" href="${STYLESHEET_PATH}">
 </head>
