@@ -214,6 +214,9 @@ export async function browserLogin(target: LoginTarget, deps: LoginDeps, options
       response_type: 'code',
       code_challenge: challenge,
       code_challenge_method: 'S256',
+      // OIDC drops offline_access (no refresh token) unless consent is prompted for; Causeway's
+      // provider shows no consent page for its own CLI, so this costs the user nothing.
+      prompt: 'consent',
       state,
       nonce,
     });

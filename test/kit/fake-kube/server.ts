@@ -100,6 +100,7 @@ export class FakeKubeServer implements FakeKube {
         issuer: opts.oidc.issuer,
         audience: opts.oidc.audience,
         minRefetchIntervalMs: 1000,
+        ...(opts.oidc.clockToleranceSec === undefined ? {} : { clockToleranceSec: opts.oidc.clockToleranceSec }),
         ...(opts.oidc.caPem === undefined ? {} : { caPem: opts.oidc.caPem }),
         ...(opts.oidc.allowInsecureHttp === true ? { allowInsecureHttp: true } : {}),
       });

@@ -56,6 +56,8 @@ export interface FakeKubeOidcOptions {
   usernameClaim?: string;
   /** http:// issuers on loopback (tests of the verifier only). */
   allowInsecureHttp?: boolean;
+  /** Clock skew allowed for exp/nbf/iat; default 30 s. 0 lets a test see a short-lived token expire at once. */
+  clockToleranceSec?: number;
 }
 
 export interface RecordedRequest {
