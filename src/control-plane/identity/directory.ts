@@ -102,6 +102,8 @@ export function createDirectory(options: DirectoryOptions): Directory {
   const lockoutMs = options.lockoutMs ?? 15 * 60_000;
   const limiter = options.limiter ?? new FailureLimiter({ clock });
   const lastSteps = new Map<string, number>();
+  // Made now, so the first attempt for an unknown user does not take twice as long as later ones.
+  dummyPasswordHash().catch((err: unknown) => logger.error({ err: errorMessage(err) }, 'could not prepare the dummy password hash'));
 
   async function audit(action: string, actor: string, name: string, after: Record<string, unknown>): Promise<void> {
     try {
