@@ -213,6 +213,21 @@ void describe('kubectl with causeway kube-credential against a real control plan
     assert.equal(parsed.scope, 'none');
   });
 
+  void test('the admin CLI uses the login session when no API token is given: refused without an AdminBinding, allowed with one', async () => {
+    const refused = await cli(['get', 'service'], { env: { CAUSEWAY_HOME: home } });
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /AdminBinding/);
+    const binding = join(dir, 'binding.yaml');
+    await writeFile(binding, 'apiVersion: causeway/v1\nkind: AdminBinding\nmetadata: {name: eng-viewers}\nspec: {role: viewer, groups: [eng]}\n');
+    await ok(['apply', '-f', binding], { env: adminEnv() });
+    try {
+      const listed = await ok(['get', 'service'], { env: { CAUSEWAY_HOME: home } });
+      assert.match(listed.stdout, /^prod-k8s\s/m);
+    } finally {
+      await ok(['delete', 'adminbinding', 'eng-viewers'], { env: adminEnv() });
+    }
+  });
+
   void test('device-code login driven through the device page and the login page gives a session kubectl works with', async () => {
     const deviceHome = join(dir, 'home-device');
     let approval: Promise<string> | undefined;
@@ -237,6 +252,30 @@ void describe('kubectl with causeway kube-credential against a real control plan
     const [kubectl] = kubectls;
     const got = await runKubectl(kubectl.path, ['get', 'pods', '-o', 'name'], { kubeconfig: kubeconfigFor(deviceHome, 'device'), timeoutMs: 60_000 });
     assert.equal(got.code, 0, got.stderr);
+  });
+
+  void test('browser login (--no-browser prints the URL; the login page is filled over HTTP) gives a session with a refresh token', async () => {
+    const browserHome = join(dir, 'home-browser');
+    let landed: Promise<{ status: number; body: string }> | undefined;
+    const login = await ok(['login', publicUrl, '--ca-file', caFile, '--no-browser'], {
+      env: { CAUSEWAY_HOME: browserHome },
+      onStderrLine: (line) => {
+        if (!line.startsWith(`${publicUrl}/oidc/auth?`) || landed !== undefined) return;
+        landed = (async () => {
+          const browser = new TestBrowser(caPem);
+          const loginPage = await browser.go(line);
+          // The form posts back to the login page, which redirects to the CLI's loopback listener.
+          return browser.submit(loginPage, { name: 'alice', password: PASSWORD });
+        })();
+      },
+    });
+    assert.ok(landed !== undefined, login.stderr);
+    const page = await landed;
+    assert.equal(page.status, 200);
+    assert.match(page.body, /Logged in to Causeway/);
+    const session = JSON.parse(await readFile(join(browserHome, 'session.json'), 'utf8')) as { refreshToken?: string; user: { name: string } };
+    assert.equal(session.user.name, 'alice');
+    assert.ok(session.refreshToken !== undefined && session.refreshToken !== '', 'offline_access gave a refresh token');
   });
 
   void test('logout revokes the session and the next kube-credential fails with the line that says to log in', async () => {
