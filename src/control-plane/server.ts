@@ -365,8 +365,15 @@ function installResponseHooks(app: FastifyInstance, metrics: ControlPlaneMetrics
     metrics.httpRequests.inc({ method: request.method, route, status: String(reply.statusCode) });
     metrics.httpDuration.observe({ method: request.method, route }, seconds);
     // One line per request; pino JSON-encodes every value, so hostile URLs stay on it (CP-09).
-    request.log.info({ method: request.method, url: request.url.slice(0, 1024), route, status: reply.statusCode, ms: Math.round(seconds * 1000), actor: request.principal?.actor, source: request.ip }, 'request');
+    request.log.info({ method: request.method, url: loggableUrl(request.url).slice(0, 1024), route, status: reply.statusCode, ms: Math.round(seconds * 1000), actor: request.principal?.actor, source: request.ip }, 'request');
   });
+}
+
+/** Query parameters that can carry a credential (OIDC logout's id_token_hint, a device user code…): kept out of logs (CP-11). */
+const SECRET_QUERY_PARAMETERS = /([?&](?:id_token_hint|code|user_code|token|access_token|refresh_token|subject_token|logout_token|state|login_hint_token)=)[^&#]*/gi;
+
+function loggableUrl(url: string): string {
+  return url.includes('?') ? url.replace(SECRET_QUERY_PARAMETERS, '$1[redacted]') : url;
 }
 
 /** JSON only (no text/plain: CP-06), and nesting refused before parsing (CP-13). */

@@ -228,6 +228,10 @@ void describe('provider refusals', () => {
     const code = await codeFor(h);
     const byCode = await token(h, { grant_type: 'authorization_code', code, redirect_uri: 'http://127.0.0.1:5555/callback', code_verifier: VERIFIER });
     assert.equal(byCode.status, 200);
+    // RP-initiated logout takes the ID token in the query: the request log line must not carry it.
+    const logout = await new CookieClient({ caPems: [h.caPem] }).request(`${h.publicUrl}/oidc/session/end?id_token_hint=${String(login.body.id_token)}&client_id=causeway-cli`);
+    assert.equal(logout.status, 200);
+    assert.match(String(logout.headers['content-security-policy']), /default-src 'none'/);
     const info = await userinfo(h, accessToken);
     assert.ok(!info.body.includes(accessToken));
     const logs = h.logs.join('\n');
