@@ -126,7 +126,7 @@ export function registerIdentityCommands(program: Command, io: Partial<IdentityI
 }
 
 function storeFor(io: IdentityIo): SessionStore {
-  return new SessionStore({ home: causewayHome(io.env, io.homedir()), clock: io.clock });
+  return new SessionStore({ home: causewayHome(io.env, io.homedir()) });
 }
 
 function sessionDeps(io: IdentityIo): { clock: Clock; fetchFor?: (caPem: string | undefined) => FetchLike } {

@@ -16,8 +16,6 @@ import { chmod, mkdir, open, readFile, rename, rm, stat, unlink, writeFile } fro
 import path from 'node:path';
 import { CausewayError, UserError, errorCode, errorMessage } from '../errors.ts';
 import { unsafePathProblem } from '../fs-safety.ts';
-import { systemClock } from '../clock.ts';
-import type { Clock } from '../clock.ts';
 
 export const SESSION_VERSION = 1;
 
@@ -62,7 +60,6 @@ export interface Session {
 export interface SessionStoreOptions {
   /** The directory ($CAUSEWAY_HOME). */
   home: string;
-  clock?: Clock;
   /** A lock older than this is broken even when its holder seems alive; default 30 s. */
   staleLockMs?: number;
   /** How long to wait for the lock before giving up; default 60 s. */
@@ -121,7 +118,6 @@ export class SessionStore {
   readonly home: string;
   readonly file: string;
   readonly lockFile: string;
-  readonly #clock: Clock;
   readonly #staleLockMs: number;
   readonly #lockTimeoutMs: number;
   readonly #skipSafety: boolean;
@@ -130,7 +126,6 @@ export class SessionStore {
     this.home = options.home;
     this.file = path.join(options.home, 'session.json');
     this.lockFile = path.join(options.home, 'session.lock');
-    this.#clock = options.clock ?? systemClock;
     this.#staleLockMs = options.staleLockMs ?? 30_000;
     this.#lockTimeoutMs = options.lockTimeoutMs ?? 60_000;
     this.#skipSafety = options.skipSafetyCheck === true;
@@ -204,7 +199,8 @@ export class SessionStore {
   }
 
   async #acquire(): Promise<() => Promise<void>> {
-    const deadline = this.#clock.now() + this.#lockTimeoutMs;
+    // Real time, not the injected clock: this is how long we actually wait.
+    const deadline = Date.now() + this.#lockTimeoutMs;
     const token = `${process.pid} ${randomBytes(8).toString('hex')}`;
     for (let attempt = 0; ; attempt++) {
       try {
@@ -225,7 +221,7 @@ export class SessionStore {
         }
       }
       await this.#breakIfStale();
-      if (this.#clock.now() > deadline) {
+      if (Date.now() > deadline) {
         throw new CausewayError('SESSION_LOCKED', `another causeway process has held ${this.lockFile} for over ${Math.round(this.#lockTimeoutMs / 1000)} s; if none is running, delete that file`, { retryable: true });
       }
       await new Promise((resolve) => setTimeout(resolve, Math.min(10 + attempt * 5, 100)));
