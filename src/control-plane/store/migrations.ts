@@ -215,11 +215,29 @@ function identity(dialect: StoreDialect): Migration {
   };
 }
 
+/**
+ * Device trust (issue 5): the last verified posture report and when it arrived, each device manager's
+ * state of the device, and the trust overrides (all JSON); serials are looked up case-insensitively.
+ */
+function deviceTrust(dialect: StoreDialect): Migration {
+  const { text, json } = types(dialect);
+  return {
+    async up(db: AnyDb): Promise<void> {
+      await db.schema.alterTable('devices').addColumn('posture', json).execute();
+      await db.schema.alterTable('devices').addColumn('posture_at', text).execute();
+      await db.schema.alterTable('devices').addColumn('mdm', json).execute();
+      await db.schema.alterTable('devices').addColumn('trust_overrides', json).execute();
+      await db.schema.createIndex('devices_serial').on('devices').expression(sql`lower(serial)`).execute();
+    },
+  };
+}
+
 /** Every migration, by name; names sort in the order they run. */
 export function migrations(dialect: StoreDialect): Record<string, Migration> {
   return {
     '0001-initial-schema': initialSchema(dialect),
     '0002-identity': identity(dialect),
+    '0003-device-trust': deviceTrust(dialect),
   };
 }
 

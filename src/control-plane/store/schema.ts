@@ -73,6 +73,14 @@ export interface DevicesTable {
   version: number;
   updated_at: string;
   updated_by: string;
+  /** JSON: the last verified reported factor values. */
+  posture: string | null;
+  /** Server time of that report. */
+  posture_at: string | null;
+  /** JSON: `{ [manager]: DeviceMdmState }`. */
+  mdm: string | null;
+  /** JSON: `DeviceTrustOverride[]`. */
+  trust_overrides: string | null;
 }
 
 export interface ApiTokensTable {

@@ -638,6 +638,101 @@ export function runStoreConformance(name: string, openStore: OpenStore, cleanup:
       await rejectsWith(store.unregisterDevice(device.id, { actor }), 'NOT_FOUND');
     });
 
+    void test('a new device has no posture, no MDM state and no overrides; recordPosture stores the factors and server time without a version bump or change', async (t) => {
+      const clock = new FakeClock(Date.parse('2026-11-27T12:00:00.000Z'));
+      const store = await open(t, { clock });
+      const user = await store.createUser({ name: `posture-${uid()}` }, { actor });
+      const device = await store.registerDevice({ userId: user.id, platform: 'linux' }, { actor });
+      assert.equal(device.posture, null);
+      assert.equal(device.postureAt, null);
+      assert.deepEqual(device.mdm, {});
+      assert.deepEqual(device.trustOverrides, []);
+      const revision = await store.currentRevision();
+      await store.recordPosture(device.id, { factors: { firewall: true, osVersion: '22.04', files: { '/etc/corp': true } }, at: '2026-11-27T12:00:01Z' });
+      const stored = await store.getDevice(device.id);
+      assert.deepEqual(stored?.posture, { firewall: true, osVersion: '22.04', files: { '/etc/corp': true } });
+      assert.equal(stored?.postureAt, '2026-11-27T12:00:01.000Z');
+      assert.equal(stored?.version, 1, 'a report is not a change');
+      assert.equal(await store.currentRevision(), revision);
+      assert.deepEqual((await store.queryAuditEvents({ kind: 'Device', name: device.id })).events.map((e) => e.action), ['create']);
+      await store.recordPosture(device.id, { factors: { firewall: false }, at: '2026-11-27T12:05:00Z' });
+      assert.deepEqual((await store.getDevice(device.id))?.posture, { firewall: false }, 'a report replaces the last one');
+      await rejectsWith(store.recordPosture('no-such-device', { factors: {}, at: '2026-11-27T12:00:00Z' }), 'NOT_FOUND');
+      await rejectsWith(store.recordPosture(device.id, { factors: [] as unknown as Record<string, unknown>, at: '2026-11-27T12:00:00Z' }), 'INVALID_ARGUMENT');
+      await rejectsWith(store.recordPosture(device.id, { factors: {}, at: 'soon' }), 'INVALID_ARGUMENT');
+      const snapshot = await store.snapshot();
+      assert.equal(snapshot.devices.find((d) => d.id === device.id)?.postureAt, '2026-11-27T12:05:00.000Z');
+    });
+
+    void test('recordMdmState keeps one state per manager, removes it on null, writes no change, and loses nothing when managers write at once', async (t) => {
+      const store = await open(t);
+      const other = await open(t);
+      const user = await store.createUser({ name: `mdm-${uid()}` }, { actor });
+      const device = await store.registerDevice({ userId: user.id, platform: 'macos', serial: `C02${uid()}` }, { actor });
+      const revision = await store.currentRevision();
+      const at = '2026-11-27T12:00:00.000Z';
+      await store.recordMdmState(device.id, 'intune', { managed: true, compliant: false, at, source: 'intune:intune' });
+      await store.recordMdmState(device.id, 'falcon', { managed: true, compliant: null, score: 82, at, source: 'crowdstrike:falcon' });
+      assert.deepEqual((await store.getDevice(device.id))?.mdm, {
+        intune: { managed: true, compliant: false, at, source: 'intune:intune' },
+        falcon: { managed: true, compliant: null, score: 82, at, source: 'crowdstrike:falcon' },
+      });
+      await store.recordMdmState(device.id, 'falcon', null);
+      await store.recordMdmState(device.id, 'falcon', null);
+      assert.deepEqual(Object.keys((await store.getDevice(device.id))?.mdm ?? {}), ['intune']);
+      assert.equal((await store.getDevice(device.id))?.version, 1);
+      assert.equal(await store.currentRevision(), revision, 'MDM states are not changes');
+      await Promise.all(Array.from({ length: 12 }, (_, i) => (i % 2 === 0 ? store : other).recordMdmState(device.id, `m${i}`, { managed: i % 3 !== 0, compliant: true, at, source: `http:m${i}` })));
+      assert.equal(Object.keys((await store.getDevice(device.id))?.mdm ?? {}).length, 13, 'every concurrent write is kept');
+      await rejectsWith(store.recordMdmState('no-such-device', 'intune', null), 'NOT_FOUND');
+      await rejectsWith(store.recordMdmState(device.id, 'intune', { managed: 'yes', compliant: true, at, source: 'x' } as never), 'INVALID_ARGUMENT');
+      await rejectsWith(store.recordMdmState(device.id, '', null), 'INVALID_ARGUMENT');
+    });
+
+    void test('trust overrides: one per source, set and cleared as versioned, audited changes carried by the feed; bad input is refused', async (t) => {
+      const clock = new FakeClock(Date.parse('2026-11-27T12:00:00.000Z'));
+      const store = await open(t, { clock });
+      const user = await store.createUser({ name: `override-${uid()}` }, { actor });
+      const device = await store.registerDevice({ userId: user.id, platform: 'windows' }, { actor });
+      const revision = await store.currentRevision();
+      const set = await store.setTrustOverride(device.id, { source: 'security-team', maxLevel: 'Low', reason: 'incident 4711' }, { actor: 'user:alice', expectedVersion: 1 });
+      assert.equal(set.version, 2);
+      assert.deepEqual(set.trustOverrides, [{ source: 'security-team', maxLevel: 'Low', reason: 'incident 4711', setBy: 'user:alice', setAt: '2026-11-27T12:00:00.000Z' }]);
+      const twice = await store.setTrustOverride(device.id, { source: 'siem', maxLevel: 'AlwaysDeny', reason: 'beaconing', expiresAt: '2026-11-28T00:00:00Z' }, { actor: 'token:siem' });
+      const replaced = await store.setTrustOverride(device.id, { source: 'security-team', maxLevel: 'Medium', reason: 'incident 4711 closing' }, { actor: 'user:alice' });
+      assert.equal(replaced.version, 4);
+      assert.deepEqual(replaced.trustOverrides.map((o) => [o.source, o.maxLevel, o.expiresAt ?? null]), [['siem', 'AlwaysDeny', '2026-11-28T00:00:00.000Z'], ['security-team', 'Medium', null]]);
+      assert.equal(twice.trustOverrides.length, 2);
+      const changes = await store.changesSince(revision);
+      assert.deepEqual(changes.map((c) => [c.kind, c.name, c.version]), [['Device', device.id, 2], ['Device', device.id, 3], ['Device', device.id, 4]]);
+      assert.equal((changes[2]?.object as { trustOverrides: unknown[] }).trustOverrides.length, 2);
+      const cleared = await store.clearTrustOverride(device.id, 'siem', { actor: 'user:alice' });
+      assert.deepEqual(cleared.trustOverrides.map((o) => o.source), ['security-team']);
+      const none = await store.clearTrustOverride(device.id, 'siem', { actor: 'user:alice' });
+      assert.equal(none.version, cleared.version, 'clearing an absent override writes nothing');
+      const actions = (await store.queryAuditEvents({ kind: 'Device', name: device.id })).events.map((e) => e.action);
+      assert.deepEqual(actions, ['trust-override-clear', 'trust-override', 'trust-override', 'trust-override', 'create']);
+      await rejectsWith(store.setTrustOverride(device.id, { source: 'x', maxLevel: 'Lowest' as never, reason: 'r' }, { actor }), 'INVALID_ARGUMENT');
+      await rejectsWith(store.setTrustOverride(device.id, { source: 'bad source', maxLevel: 'Low', reason: 'r' }, { actor }), 'INVALID_ARGUMENT');
+      await rejectsWith(store.setTrustOverride(device.id, { source: 'x', maxLevel: 'Low', reason: '' }, { actor }), 'INVALID_ARGUMENT');
+      await rejectsWith(store.setTrustOverride(device.id, { source: 'x', maxLevel: 'Low', reason: 'r', expiresAt: 'never' }, { actor }), 'INVALID_ARGUMENT');
+      await rejectsWith(store.setTrustOverride(device.id, { source: 'x', maxLevel: 'Low', reason: 'r' }, { actor, expectedVersion: 1 }), 'VERSION_CONFLICT');
+      await rejectsWith(store.setTrustOverride('no-such-device', { source: 'x', maxLevel: 'Low', reason: 'r' }, { actor }), 'NOT_FOUND');
+      await rejectsWith(store.clearTrustOverride(device.id, 'x', { actor: '' }), 'INVALID_ARGUMENT');
+    });
+
+    void test('findDevicesBySerial matches serials ignoring case and finds nothing for an unknown one', async (t) => {
+      const store = await open(t);
+      const user = await store.createUser({ name: `serial-${uid()}` }, { actor });
+      const serial = `C02ab${uid()}`;
+      const a = await store.registerDevice({ userId: user.id, platform: 'macos', serial }, { actor });
+      const b = await store.registerDevice({ userId: user.id, platform: 'macos', serial: serial.toUpperCase() }, { actor });
+      await store.registerDevice({ userId: user.id, platform: 'linux' }, { actor });
+      assert.deepEqual((await store.findDevicesBySerial(serial.toLowerCase())).map((d) => d.id), [a.id, b.id].sort());
+      assert.deepEqual(await store.findDevicesBySerial(`none-${uid()}`), []);
+      await rejectsWith(store.findDevicesBySerial(''), 'INVALID_ARGUMENT');
+    });
+
     // --- tokens ----------------------------------------------------------------------------------
 
     void test('an API token verifies until it is revoked or expires, and its secret is shown once and never returned again', async (t) => {
@@ -934,6 +1029,21 @@ export function runStoreConformance(name: string, openStore: OpenStore, cleanup:
       await store.oidcConsume(model, 'missing');
       await store.oidcUpsert(model, 'rt', { accountId: 'u1', rotated: true }, null);
       assert.deepEqual(await store.oidcFind(model, 'rt'), { accountId: 'u1', rotated: true });
+    });
+
+    void test('oidcConsumeOnce is true for the first of many concurrent callers only, and false when unknown, expired or consumed', async (t) => {
+      const clock = new FakeClock(Date.parse('2026-06-01T08:00:00.000Z'));
+      const store = await open(t, { clock });
+      const other = await open(t, { clock });
+      const model = `PostureNonce${uid()}`;
+      await store.oidcUpsert(model, 'n1', { deviceId: 'd1' }, '2026-06-01T08:05:00.000Z');
+      const results = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 === 0 ? store : other).oidcConsumeOnce(model, 'n1')));
+      assert.equal(results.filter(Boolean).length, 1, 'exactly one caller consumes it');
+      assert.equal(await store.oidcConsumeOnce(model, 'n1'), false);
+      assert.equal(await store.oidcConsumeOnce(model, 'unknown'), false);
+      await store.oidcUpsert(model, 'n2', { deviceId: 'd1' }, '2026-06-01T08:05:00.000Z');
+      clock.advance(5 * 60_000);
+      assert.equal(await store.oidcConsumeOnce(model, 'n2'), false, 'expired at its expiry time');
     });
 
     void test('OIDC records: found by user code and by uid within their model, unless expired', async (t) => {

@@ -20,7 +20,7 @@ import type { Backend, RevisionSource } from './backend.ts';
 import type { ApiTokensTable, AuditEventsTable, CertificatesTable, Database, DevicesTable, JoinTokensTable, ObjectsTable, OidcRecordsTable, UsersTable } from './schema.ts';
 import { asBool } from './schema.ts';
 import { hashToken, newSecret, tokenId, tokenMatches } from './tokens.ts';
-import { CERTIFICATE_KIND, DEVICE_KIND, RESERVED_KINDS, USER_KIND } from './types.ts';
+import { CERTIFICATE_KIND, DEVICE_KIND, RESERVED_KINDS, TRUST_OVERRIDE_LEVELS, USER_KIND } from './types.ts';
 import type {
   AccessEventQuery,
   ActorOptions,
@@ -34,8 +34,10 @@ import type {
   Change,
   ChangeObject,
   DeleteObjectResult,
+  DeviceMdmState,
   DevicePatch,
   DeviceRecord,
+  DeviceTrustOverride,
   IssuedToken,
   JoinTokenKind,
   JoinTokenRecord,
@@ -46,10 +48,12 @@ import type {
   NewCertificate,
   NewDevice,
   NewJoinToken,
+  NewTrustOverride,
   NewUser,
   ObjectInput,
   ObjectMetadata,
   Page,
+  PostureRecord,
   PutObjectResult,
   RevokeCertificateOptions,
   Snapshot,
@@ -520,6 +524,10 @@ export class KyselyStore implements Store {
         version: 1,
         updated_at: tx.at,
         updated_by: storableString(options.actor),
+        posture: null,
+        posture_at: null,
+        mdm: null,
+        trust_overrides: null,
       };
       await tx.trx.insertInto('devices').values(row).execute();
       const record = deviceFromRow(row);
@@ -598,6 +606,99 @@ export class KyselyStore implements Store {
     const when = at === undefined ? this.#now() : isoTime(at, 'at');
     const result = await this.#db.updateTable('devices').set({ last_seen: when }).where('id', '=', id).executeTakeFirst();
     if (result.numUpdatedRows !== 1n) throw new UserError('NOT_FOUND', `device ${id} does not exist`);
+  }
+
+  async recordPosture(id: string, posture: PostureRecord): Promise<void> {
+    this.#assertOpen();
+    if (posture === null || typeof posture !== 'object') throw new UserError('INVALID_ARGUMENT', 'a posture record is { factors, at }');
+    const factors = posture.factors;
+    if (factors === null || typeof factors !== 'object' || Array.isArray(factors)) throw new UserError('INVALID_ARGUMENT', 'posture factors must be an object');
+    const at = isoTime(posture.at, 'at');
+    const result = await this.#db.updateTable('devices').set({ posture: toJson(jsonValue(factors, 'factors')), posture_at: at }).where('id', '=', id).executeTakeFirst();
+    if (result.numUpdatedRows !== 1n) throw new UserError('NOT_FOUND', `device ${id} does not exist`);
+  }
+
+  async recordMdmState(id: string, manager: string, state: DeviceMdmState | null): Promise<void> {
+    this.#assertOpen();
+    const name = requiredText(manager, 'manager');
+    const value = state === null ? null : mdmState(state);
+    // Read, change one manager's entry, write only if nobody wrote in between (compare-and-set on the
+    // JSON): managers syncing at once never lose each other's states, on either database.
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const row = await this.#db.selectFrom('devices').select('mdm').where('id', '=', id).executeTakeFirst();
+      if (row === undefined) throw new UserError('NOT_FOUND', `device ${id} does not exist`);
+      const current = row.mdm === null ? {} : fromJson<unknown>(row.mdm);
+      const map: Record<string, unknown> = current !== null && typeof current === 'object' && !Array.isArray(current) ? { ...(current as Record<string, unknown>) } : {};
+      if (value === null) {
+        if (!Object.hasOwn(map, name)) return;
+        delete map[name];
+      } else {
+        if (Object.hasOwn(map, name) && canonicalJson(map[name]) === canonicalJson(value)) return;
+        map[name] = value;
+      }
+      let query = this.#db.updateTable('devices').set({ mdm: toJson(map) }).where('id', '=', id);
+      query = row.mdm === null ? query.where('mdm', 'is', null) : query.where('mdm', '=', row.mdm);
+      const result = await query.executeTakeFirst();
+      if (result.numUpdatedRows === 1n) return;
+    }
+    throw new CausewayError('STORE_CONTENDED', `device ${id}'s device-manager state kept changing while it was written; try again`);
+  }
+
+  async setTrustOverride(id: string, override: NewTrustOverride, options: WriteOptions): Promise<DeviceRecord> {
+    const checked = trustOverride(override);
+    return await this.#changeDevice(id, options, 'trust-override', (row, tx) => {
+      const current = overridesOf(row).filter((o) => !(o !== null && typeof o === 'object' && (o as { source?: unknown }).source === checked.source));
+      const entry: DeviceTrustOverride = { ...checked, setBy: storableString(options.actor), setAt: tx.at };
+      return { trust_overrides: toJson([...current, entry]) };
+    });
+  }
+
+  async clearTrustOverride(id: string, source: string, options: WriteOptions): Promise<DeviceRecord> {
+    const name = requiredText(source, 'source');
+    return await this.#changeDevice(id, options, 'trust-override-clear', (row) => {
+      const current = overridesOf(row);
+      const kept = current.filter((o) => !(o !== null && typeof o === 'object' && (o as { source?: unknown }).source === name));
+      return kept.length === current.length ? undefined : { trust_overrides: kept.length === 0 ? null : toJson(kept) };
+    });
+  }
+
+  /** A versioned device write of some columns; `change` returns undefined when there is nothing to write. */
+  async #changeDevice(
+    id: string,
+    options: WriteOptions,
+    action: string,
+    change: (row: Selectable<DevicesTable>, tx: Tx) => Partial<Pick<Selectable<DevicesTable>, 'trust_overrides'>> | undefined,
+  ): Promise<DeviceRecord> {
+    return await this.#writeVersioned(options, async (tx, expected) => {
+      const row = await deviceToChange(tx.trx, id, expected);
+      const set = change(row, tx);
+      if (set === undefined) return deviceFromRow(row);
+      const version = row.version + 1;
+      const actor = storableString(options.actor);
+      const updated = await tx.trx
+        .updateTable('devices')
+        .set({ ...set, version, updated_at: tx.at, updated_by: actor })
+        .where('id', '=', id)
+        .where('version', '=', row.version)
+        .executeTakeFirst();
+      if (updated.numUpdatedRows !== 1n) throw versionConflict(`device ${id}`, undefined, row.version);
+      const before = deviceFromRow(row);
+      const after = deviceFromRow({ ...row, ...set, version, updated_at: tx.at, updated_by: actor });
+      await tx.record(options.actor, action, DEVICE_KIND, id, version, before, after);
+      return after;
+    });
+  }
+
+  async findDevicesBySerial(serial: string): Promise<DeviceRecord[]> {
+    this.#assertOpen();
+    const wanted = requiredText(serial, 'serial').toLowerCase();
+    const rows = await this.#db
+      .selectFrom('devices')
+      .selectAll()
+      .where(sql<string>`lower(serial)`, '=', wanted)
+      .orderBy('id')
+      .execute();
+    return rows.map(deviceFromRow);
   }
 
   // --- API tokens --------------------------------------------------------------------------------
@@ -957,6 +1058,22 @@ export class KyselyStore implements Store {
     await this.#db.updateTable('oidc_records').set({ consumed_at: this.#now() }).where('model', '=', key.model).where('id', '=', key.id).where('consumed_at', 'is', null).execute();
   }
 
+  async oidcConsumeOnce(model: string, id: string): Promise<boolean> {
+    this.#assertOpen();
+    const key = oidcKey(model, id);
+    const now = this.#now();
+    // One UPDATE decides: the database serialises updates of the row, so only one caller sees it unconsumed.
+    const result = await this.#db
+      .updateTable('oidc_records')
+      .set({ consumed_at: now })
+      .where('model', '=', key.model)
+      .where('id', '=', key.id)
+      .where('consumed_at', 'is', null)
+      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+      .executeTakeFirst();
+    return result.numUpdatedRows === 1n;
+  }
+
   async oidcDestroy(model: string, id: string): Promise<void> {
     this.#assertOpen();
     const key = oidcKey(model, id);
@@ -1071,6 +1188,40 @@ function sealedSecret(value: unknown): string | null {
   return storableString(value);
 }
 
+/** A device manager's state as stored: managed, compliant (null: no verdict), score, at, source. */
+function mdmState(state: DeviceMdmState): DeviceMdmState {
+  if (state === null || typeof state !== 'object') throw new UserError('INVALID_ARGUMENT', 'a device-manager state is an object');
+  if (typeof state.managed !== 'boolean') throw new UserError('INVALID_ARGUMENT', 'managed must be true or false');
+  const compliant = state.compliant === undefined ? null : state.compliant;
+  if (compliant !== null && typeof compliant !== 'boolean') throw new UserError('INVALID_ARGUMENT', 'compliant must be true, false or null');
+  const out: DeviceMdmState = { managed: state.managed, compliant, at: isoTime(state.at, 'at'), source: requiredText(state.source, 'source') };
+  if (state.score !== undefined) {
+    if (typeof state.score !== 'number' || !Number.isFinite(state.score)) throw new UserError('INVALID_ARGUMENT', 'score must be a number');
+    out.score = state.score;
+  }
+  return out;
+}
+
+const OVERRIDE_SOURCE = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$/;
+
+function trustOverride(override: NewTrustOverride): Omit<DeviceTrustOverride, 'setBy' | 'setAt'> {
+  if (override === null || typeof override !== 'object') throw new UserError('INVALID_ARGUMENT', 'a trust override is { source, maxLevel, reason, expiresAt? }');
+  if (typeof override.source !== 'string' || !OVERRIDE_SOURCE.test(override.source)) {
+    throw new UserError('INVALID_ARGUMENT', 'source must be 1 to 64 letters, digits or . _ : @ - (who sets the override, e.g. security-team)');
+  }
+  if (!TRUST_OVERRIDE_LEVELS.includes(override.maxLevel)) throw new UserError('INVALID_ARGUMENT', `maxLevel must be one of ${TRUST_OVERRIDE_LEVELS.join(', ')}`);
+  if (typeof override.reason !== 'string' || override.reason.trim() === '' || override.reason.length > 500) throw new UserError('INVALID_ARGUMENT', 'reason must be a non-empty text of at most 500 characters');
+  const out: Omit<DeviceTrustOverride, 'setBy' | 'setAt'> = { source: override.source, maxLevel: override.maxLevel, reason: storableString(override.reason) };
+  if (override.expiresAt !== undefined && override.expiresAt !== null) out.expiresAt = isoTime(override.expiresAt, 'expiresAt');
+  return out;
+}
+
+/** The stored overrides as a list (whatever they hold: trust scoring reads each defensively). */
+function overridesOf(row: Pick<Selectable<DevicesTable>, 'trust_overrides'>): unknown[] {
+  const value = row.trust_overrides === null ? [] : fromJson<unknown>(row.trust_overrides);
+  return Array.isArray(value) ? value : [value];
+}
+
 function oidcKey(model: unknown, id: unknown): { model: string; id: string } {
   return { model: requiredText(model, 'model'), id: requiredText(id, 'id') };
 }
@@ -1160,6 +1311,10 @@ function deviceFromRow(row: Selectable<DevicesTable>): DeviceRecord {
     version: row.version,
     updatedAt: row.updated_at,
     updatedBy: row.updated_by,
+    posture: fromJsonOrNull<Record<string, unknown>>(row.posture),
+    postureAt: row.posture_at,
+    mdm: row.mdm === null ? {} : fromJson<Record<string, DeviceMdmState>>(row.mdm),
+    trustOverrides: overridesOf(row) as DeviceTrustOverride[],
   };
 }
 

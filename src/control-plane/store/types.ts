@@ -193,6 +193,61 @@ export interface DeviceRecord {
   version: number;
   updatedAt: string;
   updatedBy: string;
+  /**
+   * The factor values of the last verified posture report (not secret), as stored: read them
+   * defensively (DT-07). Set by recordPosture without a version bump or change record.
+   */
+  posture: Record<string, unknown> | null;
+  /** Server time of the last verified posture report; null: never. */
+  postureAt: string | null;
+  /** Per device manager (its name): what it last said. Set by recordMdmState without a version bump. */
+  mdm: Record<string, DeviceMdmState>;
+  /** Caps on the trust level, one per source (admin writes, versioned and audited). */
+  trustOverrides: DeviceTrustOverride[];
+}
+
+/** What one device manager last said about a device. */
+export interface DeviceMdmState {
+  managed: boolean;
+  /** null: the manager gives no verdict. */
+  compliant: boolean | null;
+  /** 0–100 when the manager has a score. */
+  score?: number;
+  /** When the manager said it (ISO). */
+  at: string;
+  /** `<type>:<DeviceManager name>`. */
+  source: string;
+}
+
+export type TrustOverrideLevel = 'High' | 'Medium' | 'Low' | 'AlwaysDeny';
+export const TRUST_OVERRIDE_LEVELS: readonly TrustOverrideLevel[] = ['High', 'Medium', 'Low', 'AlwaysDeny'];
+
+/** A cap on a device's trust level set by an admin or an integration (`source`); the strictest wins. */
+export interface DeviceTrustOverride {
+  /** Who caps it, e.g. `security-team`, `siem`, `crowdstrike`: one override per source. */
+  source: string;
+  maxLevel: TrustOverrideLevel;
+  /** Shown to people, e.g. "incident 4711: laptop reported stolen". */
+  reason: string;
+  /** The actor that set it. */
+  setBy: string;
+  setAt: string;
+  /** When it stops applying (ISO); absent or null: until cleared. */
+  expiresAt?: string | null;
+}
+
+export interface NewTrustOverride {
+  source: string;
+  maxLevel: TrustOverrideLevel;
+  reason: string;
+  expiresAt?: string | null;
+}
+
+export interface PostureRecord {
+  /** The verified reported factor values (FactorValues). */
+  factors: Record<string, unknown>;
+  /** Server time of the report (ISO). */
+  at: string;
 }
 
 export interface NewDevice {
@@ -421,6 +476,19 @@ export interface Store {
   unregisterDevice(id: string, options: WriteOptions): Promise<DeviceRecord>;
   /** Records when the device was last seen; no version bump, change or audit event. */
   touchDevice(id: string, at?: string): Promise<void>;
+  /** Stores a verified posture report's factor values and its server time; no version bump, change or audit event. */
+  recordPosture(id: string, posture: PostureRecord): Promise<void>;
+  /**
+   * Stores what device manager `manager` says about the device (null: it no longer knows it), without
+   * losing a concurrent write of another manager; no version bump, change or audit event.
+   */
+  recordMdmState(id: string, manager: string, state: DeviceMdmState | null): Promise<void>;
+  /** Sets (replaces) the override of `override.source`: an admin write (version bump, change, audit `trust-override`). */
+  setTrustOverride(id: string, override: NewTrustOverride, options: WriteOptions): Promise<DeviceRecord>;
+  /** Removes the override of `source`; none there writes nothing. Audit `trust-override-clear`. */
+  clearTrustOverride(id: string, source: string, options: WriteOptions): Promise<DeviceRecord>;
+  /** The devices whose serial matches, ignoring case (device managers spell serials their own way). */
+  findDevicesBySerial(serial: string): Promise<DeviceRecord[]>;
 
   createApiToken(token: NewApiToken, options: ActorOptions): Promise<IssuedToken<ApiTokenRecord>>;
   listApiTokens(): Promise<ApiTokenRecord[]>;
@@ -464,6 +532,11 @@ export interface Store {
   oidcFindByUid(model: string, uid: string): Promise<Record<string, unknown> | undefined>;
   /** Marks the record consumed (the first consumption's time is kept). */
   oidcConsume(model: string, id: string): Promise<void>;
+  /**
+   * Consumes the record atomically: true only for the first caller; false when it is unknown,
+   * expired or consumed already (single-use values such as posture nonces, across replicas).
+   */
+  oidcConsumeOnce(model: string, id: string): Promise<boolean>;
   oidcDestroy(model: string, id: string): Promise<void>;
   /** Deletes every record (of any model) of the grant; returns how many. */
   oidcRevokeByGrantId(grantId: string): Promise<number>;
