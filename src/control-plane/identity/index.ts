@@ -135,6 +135,13 @@ export async function createIdentity(options: IdentityOptions): Promise<Identity
     // Koa prints unhandled errors to stderr unless someone listens.
     (provider as unknown as NodeJS.EventEmitter).on('error', (err: unknown) => logger.error({ err }, 'the OIDC provider failed a request'));
     provider.on('server_error', (_ctx, err) => logger.error({ err }, 'the OIDC provider failed a request'));
+    provider.on('grant.revoked', (ctx, grantId) => {
+      // A logout (the CLI revokes its refresh token) or a revocation for reuse of a consumed code or refresh token.
+      const entities = ctx.oidc.entities as { RefreshToken?: { accountId?: string }; AccessToken?: { accountId?: string }; AuthorizationCode?: { accountId?: string } };
+      const accountId = entities.RefreshToken?.accountId ?? entities.AccessToken?.accountId ?? entities.AuthorizationCode?.accountId;
+      const action = ctx.oidc.route === 'revocation' ? 'logout' : 'grant-revoked';
+      void auditGrantEvent(store, logger, accountId, action, { grant: grantId.slice(0, 8), reason: action === 'logout' ? 'revocation' : 'reuse of a consumed code or refresh token' });
+    });
     const callback = provider.callback() as unknown as (req: FastifyRequest['raw'], res: ServerResponse) => void;
     return { provider, callback };
   };
@@ -215,6 +222,15 @@ export async function createIdentity(options: IdentityOptions): Promise<Identity
     },
   };
   return identity;
+}
+
+async function auditGrantEvent(store: Store, logger: Logger, accountId: string | undefined, action: string, after: Record<string, unknown>): Promise<void> {
+  try {
+    const user = accountId === undefined ? undefined : await store.getUser(accountId);
+    await store.appendAuditEvent({ actor: user === undefined ? 'system' : `user:${user.name}`, action, kind: 'User', name: user?.name ?? '', after });
+  } catch (err) {
+    logger.warn({ err }, 'recording a revoked grant in the audit log failed');
+  }
 }
 
 /** The login page (built-in users, and a button per org IdP) and the org IdP login routes. */

@@ -140,6 +140,7 @@ void describe('provider refusals', () => {
     assert.equal(reuse.body.error, 'invalid_grant');
     assert.equal((await token(h, { grant_type: 'refresh_token', refresh_token: rt2 })).body.error, 'invalid_grant');
     assert.equal((await userinfo(h, String(second.body.access_token))).status, 401);
+    assert.ok((await h.store.queryAuditEvents({ action: 'grant-revoked' })).events.some((e) => e.actor === 'user:alice'));
   });
 
   void it('revoking the refresh token (logout) ends the grant: refresh and the access token stop working', async () => {
@@ -148,6 +149,8 @@ void describe('provider refusals', () => {
     assert.equal(revoked.status, 200);
     assert.equal((await token(h, { grant_type: 'refresh_token', refresh_token: String(login.body.refresh_token) })).body.error, 'invalid_grant');
     assert.equal((await userinfo(h, String(login.body.access_token))).status, 401);
+    const audit = (await h.store.queryAuditEvents({ action: 'logout' })).events;
+    assert.ok(audit.some((e) => e.actor === 'user:bob' && e.name === 'bob'));
   });
 
   void it('a disabled user can no longer refresh, use userinfo or exchange tokens', async () => {

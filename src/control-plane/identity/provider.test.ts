@@ -99,6 +99,9 @@ void describe('Causeway as an OIDC provider', () => {
     assert.equal(id.sub, h.users.bob.id);
     assert.equal(id.aud, 'causeway-cli');
     assert.deepEqual(id.groups, ['eng']);
+    // The hijacked provider routes still count in the metrics like every other route.
+    const metrics = await h.controlPlane.metrics.registry.metrics();
+    assert.match(metrics, /route="\/oidc\/token"[^\n]*status="200"|status="200"[^\n]*route="\/oidc\/token"/);
   });
 
   void it('token exchange mints a kube ID token that createTokenVerifier accepts against our discovery and JWKS', async () => {
