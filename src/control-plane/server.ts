@@ -41,6 +41,8 @@ import { objectRoutes } from './api/objects.ts';
 import { errorSchema } from './api/schemas.ts';
 import { tokenRoutes } from './api/tokens.ts';
 import { userRoutes } from './api/users.ts';
+import { meDeviceRoutes, whoamiDeviceResolver } from './api/me-devices.ts';
+import type { DeviceTrustHooks } from './api/me-devices.ts';
 import { whoamiRoutes } from './api/whoami.ts';
 import { apiTokenAuthenticator, authHook, FailureLimiter, peerIdentity } from './auth.ts';
 import type { Authenticator, FailureLimiterOptions } from './auth.ts';
@@ -100,6 +102,10 @@ export interface ControlPlaneOptions {
    * plane closes it on close.
    */
   identity?: Identity;
+  /** The trust engine for the user's device routes (api/me-devices.ts): rescoring after registrations and reports, MDM lookups. */
+  deviceTrust?: DeviceTrustHooks;
+  /** Lifetime of trust certificates; default 8 h, clamped to 5 min–24 h. */
+  trustCertLifetimeMs?: number;
 }
 
 export interface ServingTls {
@@ -204,7 +210,8 @@ export async function createControlPlane(options: ControlPlaneOptions): Promise<
     tokenRoutes(api, { store, ca, clock, publicUrl });
     eventRoutes(api, { store });
     metaRoutes(api, { ca, openapi: () => app.swagger() });
-    whoamiRoutes(api, { store });
+    whoamiRoutes(api, { store, deviceOf: whoamiDeviceResolver({ store, ca, clock }) });
+    meDeviceRoutes(api, { store, ca, clock, logger, trust: () => options.deviceTrust, ...(options.trustCertLifetimeMs === undefined ? {} : { trustCertLifetimeMs: options.trustCertLifetimeMs }) });
     options.identity?.registerApi(api);
   }, { prefix: '/api/v1' });
 

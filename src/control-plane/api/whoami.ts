@@ -1,15 +1,20 @@
 /**
  * `GET /api/v1/whoami`: who the caller is, with what scope, and until when their credential works.
  * Any authenticated caller may ask (access `user`), also a user without an AdminBinding. It shows
- * records only, never a token (CP-11). `device` is null until devices join the picture (issue 5).
+ * records only, never a token (CP-11). `device` is the session's device (issue 5): the one whose
+ * certificate is on the TLS connection, or the one `?device=<id>` names, when it is the user's own.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { principalOf } from '../auth.ts';
+import type { Principal } from '../auth.ts';
 import type { Store } from '../store/index.ts';
-import { errorResponses } from './schemas.ts';
+import type { WhoamiDevice } from './me-devices.ts';
+import { errorResponses, ID_PATTERN } from './schemas.ts';
 
 export interface WhoamiRoutesDeps {
   store: Pick<Store, 'getUser'>;
+  /** The session's device (me-devices.ts whoamiDeviceResolver); without it `device` is null. */
+  deviceOf?: (request: FastifyRequest, principal: Principal) => Promise<WhoamiDevice | null>;
 }
 
 const nullableString = { type: ['string', 'null'] } as const;
@@ -42,7 +47,25 @@ export const whoamiSchema = {
       properties: { id: { type: 'string' }, name: { type: 'string' } },
       required: ['id', 'name'],
     },
-    device: { type: 'null', description: 'the device of the session (not yet known)' },
+    device: {
+      type: ['object', 'null'],
+      description: 'the session\'s device (its certificate on the TLS connection, or ?device=<id>) with its trust; null when none',
+      properties: {
+        id: { type: 'string' },
+        platform: { type: 'string' },
+        hostname: nullableString,
+        trust: {
+          type: ['object', 'null'],
+          properties: {
+            level: nullableString,
+            reasons: { type: 'array', items: { type: 'string' } },
+            explanation: nullableString,
+            factors: { type: 'array', items: { type: 'object', additionalProperties: true } },
+          },
+        },
+      },
+      required: ['id', 'platform', 'hostname', 'trust'],
+    },
     tokenExpiresAt: { ...nullableString, description: 'when the credential stops working; null: never' },
   },
   required: ['method', 'id', 'name', 'actor', 'scope', 'kinds', 'bindings', 'user', 'token', 'device', 'tokenExpiresAt'],
@@ -55,7 +78,8 @@ export function whoamiRoutes(app: FastifyInstance, deps: WhoamiRoutesDeps): void
     schema: {
       summary: 'The caller: who they are, how they authenticated, their scope and when their credential expires',
       tags: ['meta'],
-      response: { 200: whoamiSchema, ...errorResponses(401, 429) },
+      querystring: { type: 'object', properties: { device: { type: 'string', pattern: ID_PATTERN, description: 'show this device of yours' } } },
+      response: { 200: whoamiSchema, ...errorResponses(400, 401, 429) },
     },
   }, async (request: FastifyRequest) => {
     const principal = principalOf(request);
@@ -73,7 +97,7 @@ export function whoamiRoutes(app: FastifyInstance, deps: WhoamiRoutesDeps): void
       bindings: principal.bindings ?? [],
       user,
       token: session ? null : { id, name },
-      device: null,
+      device: session && deps.deviceOf !== undefined ? await deps.deviceOf(request, principal) : null,
       tokenExpiresAt: principal.expiresAt ?? null,
     };
   });
