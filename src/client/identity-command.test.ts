@@ -169,7 +169,7 @@ void describe('causeway login', () => {
     assert.match(landed?.body ?? '', /Logged in to Causeway/);
   });
 
-  void test('--no-browser prints the URL instead, and a hit on the loopback listener with another state is turned away', async () => {
+  void test('OP-04 LP-01 --no-browser prints the URL instead; the loopback listener is on 127.0.0.1 and turns away a callback with another state', async () => {
     const home = newHome();
     let opens = 0;
     const pending = run(home, ['login', idp.issuer, '--ca-file', caFile, '--no-browser'], {
@@ -182,6 +182,7 @@ void describe('causeway login', () => {
           if (!line.startsWith('https://')) return;
           const auth = new URL(line);
           const callback = new URL(auth.searchParams.get('redirect_uri')!);
+          assert.equal(callback.hostname, '127.0.0.1');
           // A forged callback first (another state): refused, and the login goes on.
           callback.search = new URLSearchParams({ code: 'forged', state: 'not-the-state' }).toString();
           const forged = httpRequest(callback, (res) => {
@@ -218,9 +219,9 @@ void describe('causeway login', () => {
 });
 
 void describe('causeway whoami', () => {
-  void test('prints user, groups, admin scope, device and token expiry; -o json prints the server answer', async () => {
+  void test('CP-11 prints user, groups, admin scope, device and token expiry, never a token; -o json prints the server answer', async () => {
     const home = newHome();
-    await passwordLogin(home);
+    const session = await passwordLogin(home);
     const table = await run(home, ['whoami']);
     assert.equal(table.error, undefined, table.error?.message);
     const text = table.out.join('\n');
@@ -235,6 +236,9 @@ void describe('causeway whoami', () => {
     assert.equal(parsed.server, idp.issuer);
     assert.equal(parsed.user.name, 'alice');
     assert.equal(parsed.device, null);
+    for (const secret of [session.accessToken, session.refreshToken!]) {
+      assert.ok(!table.out.join('\n').includes(secret) && !json.out.join('\n').includes(secret));
+    }
   });
 
   void test('without a session it says to log in', async () => {

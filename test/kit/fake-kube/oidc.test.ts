@@ -59,7 +59,7 @@ void describe('fake kube with bearer ID tokens (oidc option)', () => {
     assert.deepEqual(kube.requests[0]?.user, { user: 'ada@example.com', groups: ['eng', 'system:authenticated'] });
   });
 
-  void test('no token, another scheme, a wrong audience, a wrong issuer, an expired or forged token: 401 Status Unauthorized', async () => {
+  void test('OP-05 a token for another cluster, and no token, another scheme, a wrong issuer, an expired or forged token: 401 Status Unauthorized', async () => {
     const cases: Array<[string, Record<string, string>, string]> = [
       ['no token', {}, 'NO_TOKEN'],
       ['basic auth', { authorization: 'Basic YTpi' }, 'NOT_BEARER'],
