@@ -241,6 +241,19 @@ void describe('causeway whoami', () => {
     }
   });
 
+  void test('shows the session\'s device and its trust level when the server names one', async () => {
+    const home = newHome();
+    await passwordLogin(home);
+    idp.whoamiDevice = { id: 'dev-1', platform: 'linux', hostname: 'laptop\u001b[31m', trust: { level: 'Medium', reasons: ['diskEncryption unmet'] } };
+    try {
+      const text = (await run(home, ['whoami'])).out.join('\n');
+      assert.match(text, /^device: +dev-1 \(laptop\?\[31m, linux\)$/m);
+      assert.match(text, /^trust: +Medium \(diskEncryption unmet\)$/m);
+    } finally {
+      idp.whoamiDevice = null;
+    }
+  });
+
   void test('without a session it says to log in', async () => {
     const r = await run(newHome(), ['whoami']);
     assert.equal(r.error?.code, 'NOT_LOGGED_IN');

@@ -211,8 +211,21 @@ interface WhoamiAnswer {
   scope?: string;
   kinds?: string[];
   method?: string;
-  device?: unknown;
-  tokenExpiresAt?: string;
+  device?: { id?: string; platform?: string; hostname?: string | null; trust?: { level?: string | null; reasons?: string[] } | null } | null;
+  tokenExpiresAt?: string | null;
+}
+
+function deviceLine(device: WhoamiAnswer['device']): string {
+  if (device === null || device === undefined) return 'none';
+  const name = [device.hostname, device.platform].filter((v): v is string => typeof v === 'string' && v !== '').map(printable).join(', ');
+  return `${printable(device.id ?? '?')}${name === '' ? '' : ` (${name})`}`;
+}
+
+function trustLine(device: WhoamiAnswer['device']): string {
+  const trust = device?.trust;
+  if (trust === null || trust === undefined) return '-';
+  const reasons = (trust.reasons ?? []).map(printable);
+  return `${printable(trust.level ?? 'unknown')}${reasons.length === 0 ? '' : ` (${reasons.join('; ')})`}`;
 }
 
 async function runWhoami(output: string, io: IdentityIo): Promise<void> {
@@ -244,7 +257,8 @@ async function runWhoami(output: string, io: IdentityIo): Promise<void> {
     ['source', printable(user.source ?? '-')],
     ['groups', (user.groups ?? session.user.groups).map(printable).join(', ') || '-'],
     ['admin', `${printable(answer.scope ?? 'none')}${kinds.length === 0 ? '' : ` (kinds: ${kinds.map(printable).join(', ')})`}`],
-    ['device', answer.device === null || answer.device === undefined ? 'none' : printable(JSON.stringify(answer.device))],
+    ['device', deviceLine(answer.device)],
+    ['trust', trustLine(answer.device)],
     ['expires', answer.tokenExpiresAt ?? new Date(session.accessTokenExpiresAt).toISOString()],
   ];
   for (const [key, value] of rows) io.out(`${`${key}:`.padEnd(9)}${value}`);

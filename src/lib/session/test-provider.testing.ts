@@ -44,6 +44,8 @@ export interface TestProvider {
   readonly users: Map<string, TestUser>;
   /** Who the interaction page logs in. */
   loginAs: string;
+  /** What /api/v1/whoami says about the device (default null). */
+  whoamiDevice: unknown;
   readonly counts: { password: number; refresh: number; exchange: number; refreshReuse: number; revocation: number; whoami: number; device: number };
   setAccessTokenTtl(seconds: number): void;
   close(): Promise<void>;
@@ -246,7 +248,7 @@ export async function startTestProvider(options: TestProviderOptions = {}): Prom
           res.end(JSON.stringify({ error: { code: 'UNAUTHENTICATED', message: 'the access token is not valid' } }));
           return;
         }
-        res.end(JSON.stringify({ user: { id: user.id, name: user.name, email: user.email, groups: user.groups, source: 'local' }, scope: 'none', kinds: [], method: 'session', device: null, tokenExpiresAt: new Date((at.exp ?? 0) * 1000).toISOString() }));
+        res.end(JSON.stringify({ user: { id: user.id, name: user.name, email: user.email, groups: user.groups, source: 'local' }, scope: 'none', kinds: [], method: 'session', device: result.whoamiDevice, tokenExpiresAt: new Date((at.exp ?? 0) * 1000).toISOString() }));
       })();
       return;
     }
@@ -254,9 +256,10 @@ export async function startTestProvider(options: TestProviderOptions = {}): Prom
     void callback(req, res);
   };
 
-  return {
+  const result: TestProvider = {
     issuer,
     caPem: ca.certPem,
+    whoamiDevice: null,
     provider,
     users,
     get loginAs() {
@@ -275,6 +278,7 @@ export async function startTestProvider(options: TestProviderOptions = {}): Prom
         for (const s of sockets) s.destroy();
       }),
   };
+  return result;
 }
 
 /** A minimal browser: a cookie jar, redirects (to https on the issuer; others are returned), and forms. */
