@@ -48,20 +48,13 @@ import { MAX_REPORT_BYTES, verifyPostureReport } from '../../lib/posture/index.t
 import type { NonceStore, PostureRejection } from '../../lib/posture/index.ts';
 import { DEVICE_OWNERSHIP, DEVICE_PLATFORMS } from '../../lib/spec/index.ts';
 import { postureRequirements } from '../../lib/trust/index.ts';
-import type { FactorValues, TrustProfileInput } from '../../lib/trust/index.ts';
+import type { TrustProfileInput } from '../../lib/trust/index.ts';
 import { principalOf } from '../auth.ts';
 import type { Principal } from '../auth.ts';
 import { authenticatePeer } from '../stream/peer.ts';
 import type { DeviceRecord, Store } from '../store/index.ts';
 import { ApiError, notFound, sendError } from './errors.ts';
 import { errorResponses, ID_PATTERN } from './schemas.ts';
-
-/** The store methods of issue 5 this module uses (H8's; see /work/prompts/devices.md). */
-export interface DeviceTrustStoreMethods {
-  recordPosture(id: string, posture: { factors: FactorValues; at: string }): Promise<void>;
-  /** True only for the first caller; false when unknown, expired or consumed. */
-  oidcConsumeOnce(model: string, id: string): Promise<boolean>;
-}
 
 /** What the trust engine offers this module; both optional until it is wired. */
 export interface DeviceTrustHooks {
@@ -162,7 +155,6 @@ export function trustView(trust: Record<string, unknown> | null | undefined): Tr
 }
 
 export function deviceView(device: DeviceRecord): DeviceView {
-  const postureAt = (device as DeviceRecord & { postureAt?: unknown }).postureAt;
   return {
     id: device.id,
     platform: device.platform,
@@ -173,7 +165,7 @@ export function deviceView(device: DeviceRecord): DeviceView {
     registeredAt: device.registeredAt,
     banned: device.banned,
     lastSeen: device.lastSeen,
-    postureAt: typeof postureAt === 'string' ? postureAt : null,
+    postureAt: device.postureAt,
     trust: trustView(device.trust),
   };
 }
@@ -222,15 +214,6 @@ function sessionOf(request: FastifyRequest): Principal {
     throw new ApiError(403, 'SESSION_REQUIRED', 'this route is for a logged-in user (causeway login), not an API token: devices belong to people');
   }
   return principal;
-}
-
-function deviceTrustStore(store: Store): DeviceTrustStoreMethods {
-  const methods = store as Partial<DeviceTrustStoreMethods>;
-  const { recordPosture, oidcConsumeOnce } = methods;
-  if (typeof recordPosture !== 'function' || typeof oidcConsumeOnce !== 'function') {
-    throw new ApiError(503, 'NOT_AVAILABLE', 'this store cannot keep posture reports yet; upgrade the control plane');
-  }
-  return { recordPosture: (id, posture) => recordPosture.call(store, id, posture), oidcConsumeOnce: (model, id) => oidcConsumeOnce.call(store, model, id) };
 }
 
 /** ip:port of the caller, as access events name sources. */
@@ -471,13 +454,12 @@ export function meDeviceRoutes(app: FastifyInstance, deps: MeDeviceRoutesDeps): 
     if (device.banned) {
       return refuse(reply, request, { ...base, status: 403, code: 'DEVICE_BANNED', message: 'this device is banned; its reports are not accepted; ask an admin', reasons: ['device-banned'], details: { reason: 'device-banned' } });
     }
-    const trustStore = deviceTrustStore(store);
     const nonces: NonceStore = {
       async consume(nonce, deviceId) {
         // Bound to the device: a nonce handed to another device is refused and not used up.
         const found = await store.oidcFind(POSTURE_NONCE_MODEL, nonce);
         if (found === undefined || found.deviceId !== (deviceId ?? device.id)) return false;
-        return trustStore.oidcConsumeOnce(POSTURE_NONCE_MODEL, nonce);
+        return store.oidcConsumeOnce(POSTURE_NONCE_MODEL, nonce);
       },
     };
     const now = clock.now();
@@ -492,7 +474,7 @@ export function meDeviceRoutes(app: FastifyInstance, deps: MeDeviceRoutesDeps): 
       return refuse(reply, request, { ...base, status: POSTURE_STATUS[verdict.reason], code: verdict.reason, message: verdict.message, reasons: [verdict.reason], details: { reason: verdict.reason } });
     }
     const at = new Date(now).toISOString();
-    await trustStore.recordPosture(device.id, { factors: verdict.report.factors, at });
+    await store.recordPosture(device.id, { factors: { ...verdict.report.factors }, at });
     await store.touchDevice(device.id, at);
     const engine = hooks();
     if (device.serial !== null && engine?.lookupNow !== undefined) {
