@@ -158,7 +158,8 @@ interface RouteCase {
   /** The route as Fastify knows it. */
   route: string;
   url: (ids: { deviceId: string; spareTokenId: string }) => string;
-  access: 'public' | 'read' | 'write';
+  /** session: a route for login sessions only (the user's devices): API tokens get 403 SESSION_REQUIRED. */
+  access: 'public' | 'read' | 'write' | 'session';
   body?: unknown;
 }
 
@@ -187,6 +188,12 @@ const ROUTES: RouteCase[] = [
   { method: 'GET', route: '/api/v1/whoami', url: () => '/api/v1/whoami', access: 'read' },
   { method: 'GET', route: '/api/v1/ca', url: () => '/api/v1/ca', access: 'public' },
   { method: 'GET', route: '/api/v1/openapi.json', url: () => '/api/v1/openapi.json', access: 'public' },
+  { method: 'POST', route: '/api/v1/me/devices', url: () => '/api/v1/me/devices', access: 'session', body: { csrPem: 'x', platform: 'linux', osVersion: '24.04' } },
+  { method: 'GET', route: '/api/v1/me/devices', url: () => '/api/v1/me/devices', access: 'session' },
+  { method: 'GET', route: '/api/v1/me/devices/:id', url: (ids) => `/api/v1/me/devices/${ids.deviceId}`, access: 'session' },
+  { method: 'POST', route: '/api/v1/me/devices/:id/posture/nonce', url: (ids) => `/api/v1/me/devices/${ids.deviceId}/posture/nonce`, access: 'session' },
+  { method: 'POST', route: '/api/v1/me/devices/:id/posture', url: (ids) => `/api/v1/me/devices/${ids.deviceId}/posture`, access: 'session', body: { payload: '{}', signature: 'AA' } },
+  { method: 'POST', route: '/api/v1/me/devices/:id/trust-cert', url: (ids) => `/api/v1/me/devices/${ids.deviceId}/trust-cert`, access: 'session', body: { csrPem: 'x' } },
   // Deletes last: they take away what the others use.
   { method: 'DELETE', route: '/api/v1/devices/:id', url: (ids) => `/api/v1/devices/${ids.deviceId}`, access: 'write' },
   { method: 'DELETE', route: '/api/v1/users/:name', url: () => '/api/v1/users/bob', access: 'write' },
@@ -273,6 +280,12 @@ void describe('every route', () => {
     const ids = await seed(h);
     for (const route of ROUTES) {
       const response = await h.call(route.method, route.url(ids), { token: h.admin, ...(route.body === undefined ? {} : { body: route.body }) });
+      if (route.access === 'session') {
+        // The user's own devices (api/me-devices.test.ts): an API token is nobody's session.
+        assert.equal(response.statusCode, 403, `${route.method} ${route.route}`);
+        assert.equal(errorOf(response).code, 'SESSION_REQUIRED');
+        continue;
+      }
       // The two create responses show their new secret, once; the scan at the end holds every other response to not showing it.
       const created = response.headers['content-type']?.includes('json') === true ? (json(response) as { token?: unknown }).token : undefined;
       if (typeof created === 'string') {
