@@ -64,6 +64,8 @@ export interface ServerFlags {
   idTokenAlg?: SigningAlgorithm;
   /** Lifetime of kube ID tokens, in seconds. Default 600. */
   kubeTokenTtl?: number;
+  /** Lifetime of device trust certificates, in minutes. Default 480 (8 h). */
+  trustCertLifetime?: number;
 }
 
 export interface ServerCommandIo {
@@ -108,6 +110,7 @@ export function registerServerCommand(program: Command, io: Partial<ServerComman
     .option('--log-level <level>', 'log level for the JSON logs on stderr (debug, info, warn, error)', 'info')
     .option('--id-token-alg <alg>', 'signing algorithm of ID tokens and kube tokens: RS256 (what kube-apiserver expects) or ES256', parseIdTokenAlg, 'RS256')
     .option('--kube-token-ttl <seconds>', `lifetime of the ID tokens kube-credential gets, in seconds (60 to 3600)`, parseKubeTokenTtl, DEFAULT_KUBE_TOKEN_TTL_SECONDS)
+    .option('--trust-cert-lifetime <minutes>', 'lifetime of the trust certificates devices get, in minutes (5 to 1440)', parseTrustCertLifetime, 480)
     .action(async (flags: ServerFlags) => {
       const logger = createLogger({ name: 'causeway-server', level: flags.logLevel, destination: deps.logDestination ?? process.stderr });
       const server = await startServer(flags, deps, logger);
@@ -144,7 +147,7 @@ export async function startServer(flags: ServerFlags, io: Pick<ServerCommandIo, 
 
     const identity = await startIdentity(flags, io, store, passphrase, publicUrl, logger);
     cleanup.push(identity);
-    const controlPlane = await createControlPlane({ store, ca, publicUrl, logger, plugins: PEER_PLUGINS, processMetrics: true, identity });
+    const controlPlane = await createControlPlane({ store, ca, publicUrl, logger, plugins: PEER_PLUGINS, processMetrics: true, identity, trustCertLifetimeMs: (flags.trustCertLifetime ?? 480) * 60_000 });
     cleanup.push(controlPlane);
     let listener: Listener;
     let renewal: NodeJS.Timeout | undefined;
@@ -248,6 +251,12 @@ function parseKubeTokenTtl(value: string): number {
   const seconds = /^[0-9]{1,5}$/.test(value) ? Number(value) : NaN;
   if (!(seconds >= 60 && seconds <= 3600)) throw new InvalidArgumentError('--kube-token-ttl must be a number of seconds from 60 to 3600');
   return seconds;
+}
+
+function parseTrustCertLifetime(value: string): number {
+  const minutes = /^[0-9]{1,4}$/.test(value) ? Number(value) : NaN;
+  if (!(minutes >= 5 && minutes <= 1440)) throw new InvalidArgumentError('--trust-cert-lifetime must be a number of minutes from 5 to 1440');
+  return minutes;
 }
 
 /** --ca-passphrase-file, else CAUSEWAY_CA_PASSPHRASE, else DATA/ca-passphrase, else (first start only) a new one there. */
