@@ -118,7 +118,7 @@ void describe('trust engine', () => {
     assert.equal(stale?.trust?.stale, true);
     assert.deepEqual(stale?.trust?.reasons, ['stale']);
     assert.equal(stale?.updatedBy, TRUST_ACTOR);
-    assert.equal(wireDevice(stale as DeviceRecord).trustLevel, 'AlwaysDeny');
+    assert.equal(wireDevice(stale).trustLevel, 'AlwaysDeny');
 
     // Reporting again restores it, and a new deadline is set.
     await s.report(device.id, { firewall: true });
