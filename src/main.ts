@@ -24,15 +24,17 @@ const COMMAND_MODULES: ReadonlyArray<{ commands: readonly string[]; load: () => 
   { commands: ['server'], load: async () => (await import('./control-plane/command.ts')).registerServerCommand },
   { commands: ['access-tier'], load: async () => (await import('./access-tier/command.ts')).registerAccessTierCommand },
   { commands: ['connector'], load: async () => (await import('./connector/command.ts')).registerConnectorCommand },
-  { commands: ['apply', 'get', 'delete', 'events', 'join-token', 'token', 'user'], load: async () => (await import('./admin-cli/index.ts')).registerAdminCommands },
+  // `device` is shared: this machine's device (report, show) and the admin's (list, show NAME, ban, ...); both load.
+  { commands: ['device'], load: async () => (await import('./client/device-command.ts')).registerDeviceCommands },
+  { commands: ['apply', 'get', 'delete', 'events', 'join-token', 'token', 'user', 'device'], load: async () => (await import('./admin-cli/index.ts')).registerAdminCommands },
 ];
 
-/** The modules to load for this argv: the one that registers its command, else all of them. */
+/** The modules to load for this argv: those that register its command, else all of them. */
 function modulesFor(argv: readonly string[]): typeof COMMAND_MODULES {
   const name = argv[2];
   if (name === undefined || name.startsWith('-')) return COMMAND_MODULES;
-  const owner = COMMAND_MODULES.find((m) => m.commands.includes(name));
-  return owner === undefined ? COMMAND_MODULES : [owner];
+  const owners = COMMAND_MODULES.filter((m) => m.commands.includes(name));
+  return owners.length === 0 ? COMMAND_MODULES : owners;
 }
 
 const program = new Command('causeway')

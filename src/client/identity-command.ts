@@ -20,6 +20,8 @@ import { systemClock } from '../lib/clock.ts';
 import type { Clock } from '../lib/clock.ts';
 import { SessionStore, causewayHome, connectionError, createTrustingFetch, freshSession, kubeToken, notLoggedIn, revokeSession } from '../lib/session/index.ts';
 import type { FetchLike, Session } from '../lib/session/index.ts';
+import type { DeviceIo } from './device-command.ts';
+import { DeviceFiles } from './device-files.ts';
 
 /** What the commands touch outside themselves; tests replace it. */
 export interface IdentityIo {
@@ -40,6 +42,8 @@ export interface IdentityIo {
   fetchFor?: (caPem: string | undefined) => FetchLike;
   /** Checks a CA file before reading it (CN-09); tests may relax it. */
   assertSafeFile: (path: string, what: string) => Promise<void>;
+  /** Replaces parts of the device steps' io (posture collectors, machine facts, the mTLS POST; tests). */
+  device?: Partial<DeviceIo>;
 }
 
 /** xdg-open (Linux and the BSDs, with a display) or open (macOS); undefined elsewhere. */
@@ -86,6 +90,7 @@ interface LoginFlags {
   passwordStdin?: boolean;
   totpStdin?: boolean;
   browser: boolean;
+  ownership?: string;
 }
 
 export function registerIdentityCommands(program: Command, io: Partial<IdentityIo> = {}): void {
@@ -100,6 +105,7 @@ export function registerIdentityCommands(program: Command, io: Partial<IdentityI
     .option('--password-stdin', "read the user's password from the first line of standard input")
     .option('--totp-stdin', 'also read a TOTP code from the second line of standard input')
     .option('--no-browser', 'print the login URL instead of opening a browser')
+    .option('--ownership <kind>', "who owns this device, told to the server when it is registered: corporate-dedicated, corporate-shared, employee-owned or other (default: the managed client config's deviceOwnership, else other)")
     .action(async (url: string | undefined, flags: LoginFlags) => {
       await runLogin(url, flags, deps);
     });
@@ -160,6 +166,8 @@ async function runLogin(urlArg: string | undefined, flags: LoginFlags, io: Ident
   if (caFile !== undefined) caPem = await readCa(caFile, io);
   else if (existing !== undefined && existing.caPem !== undefined && urlArg === undefined) caPem = existing.caPem;
 
+  const device = await import('./device-command.ts');
+  const ownership = flags.ownership === undefined ? undefined : device.parseOwnership(flags.ownership);
   const login = await import('./login.ts');
   const target = { server: url, ...(caPem === undefined ? {} : { caPem }) };
   const loginDeps = { clock: io.clock, say: io.err, ...(io.fetchFor === undefined ? {} : { fetch: io.fetchFor(caPem) }) };
@@ -179,6 +187,22 @@ async function runLogin(urlArg: string | undefined, flags: LoginFlags, io: Ident
   // A session for another server (or user) is replaced; revoking the old one is logout's job.
   await store.withLock(() => store.write(session));
   io.err(`Logged in to ${session.server} as ${session.user.name}${session.user.groups.length === 0 ? '' : ` (groups: ${session.user.groups.join(', ')})`}.`);
+  // This machine's device: registered (or reused), posture reported, trust certificate fetched.
+  await device.deviceAfterLogin(deviceIoOf(io, device.defaultDeviceIo), { store, ...(ownership === undefined ? {} : { ownership }) });
+}
+
+function deviceIoOf(io: IdentityIo, defaults: DeviceIo): DeviceIo {
+  return {
+    ...defaults,
+    env: io.env,
+    homedir: io.homedir,
+    out: io.out,
+    err: io.err,
+    readFile: io.readFile,
+    clock: io.clock,
+    ...(io.fetchFor === undefined ? {} : { fetchFor: io.fetchFor }),
+    ...io.device,
+  };
 }
 
 async function runLogout(io: IdentityIo): Promise<void> {
@@ -211,7 +235,7 @@ interface WhoamiAnswer {
   scope?: string;
   kinds?: string[];
   method?: string;
-  device?: { id?: string; platform?: string; hostname?: string | null; trust?: { level?: string | null; reasons?: string[] } | null } | null;
+  device?: { id?: string; platform?: string; hostname?: string | null; trust?: { level?: string | null; reasons?: string[]; explanation?: string | null } | null } | null;
   tokenExpiresAt?: string | null;
 }
 
@@ -233,7 +257,13 @@ async function runWhoami(output: string, io: IdentityIo): Promise<void> {
   const store = storeFor(io);
   const session = await freshSession(store, sessionDeps(io));
   const fetchFn = (io.fetchFor ?? ((caPem) => createTrustingFetch(caPem === undefined ? {} : { caPem })))(session.caPem);
-  const res = await fetchFn(`${session.server}/api/v1/whoami`, { method: 'GET', headers: { accept: 'application/json', authorization: `Bearer ${session.accessToken}` }, redirect: 'manual' }).catch((err: unknown) => {
+  // This machine's device, when it is registered at this server: the server shows its trust.
+  const files = new DeviceFiles({ home: store.home });
+  const state = await files.readState().catch(() => undefined);
+  const deviceId = state !== undefined && state.server === session.server ? state.id : undefined;
+  const trustCert = deviceId === undefined ? undefined : await files.readTrust().catch(() => undefined);
+  const query = deviceId === undefined ? '' : `?device=${encodeURIComponent(deviceId)}`;
+  const res = await fetchFn(`${session.server}/api/v1/whoami${query}`, { method: 'GET', headers: { accept: 'application/json', authorization: `Bearer ${session.accessToken}` }, redirect: 'manual' }).catch((err: unknown) => {
     throw connectionError(session.server, err);
   });
   const text = await res.text();
@@ -246,7 +276,7 @@ async function runWhoami(output: string, io: IdentityIo): Promise<void> {
     throw new CausewayError('WHOAMI_FAILED', `${session.server} answered whoami with something other than JSON`, { cause: err });
   }
   if (output === 'json') {
-    io.out(JSON.stringify({ server: session.server, ...answer }, null, 2));
+    io.out(JSON.stringify({ server: session.server, ...answer, trustCertExpiresAt: trustCert === undefined ? null : new Date(trustCert.notAfter).toISOString() }, null, 2));
     return;
   }
   const user = answer.user ?? {};
@@ -259,9 +289,11 @@ async function runWhoami(output: string, io: IdentityIo): Promise<void> {
     ['admin', `${printable(answer.scope ?? 'none')}${kinds.length === 0 ? '' : ` (kinds: ${kinds.map(printable).join(', ')})`}`],
     ['device', deviceLine(answer.device)],
     ['trust', trustLine(answer.device)],
+    ...(answer.device?.trust?.explanation === undefined || answer.device.trust.explanation === null ? [] : [['why', printable(answer.device.trust.explanation)] as [string, string]]),
+    ['trust cert', trustCert === undefined ? 'none' : `valid until ${new Date(trustCert.notAfter).toISOString()}`],
     ['expires', answer.tokenExpiresAt ?? new Date(session.accessTokenExpiresAt).toISOString()],
   ];
-  for (const [key, value] of rows) io.out(`${`${key}:`.padEnd(9)}${value}`);
+  for (const [key, value] of rows) io.out(`${`${key}:`.padEnd(12)}${value}`);
 }
 
 /** RFC 3339 in UTC without fractional seconds, as Kubernetes writes times. */
