@@ -554,6 +554,11 @@ void describe('without a trust engine', () => {
     // The default lifetime: 8 h.
     const cert = new X509Certificate(trustCert.json.certificatePem as string);
     assert.ok(Math.abs(cert.validToDate.getTime() - cert.validFromDate.getTime() - (8 * HOUR + 5 * 60_000)) <= 1000);
+    // A stored verdict past its staleAt counts as stale when no engine can say better.
+    await store.updateDevice(id, { trust: { level: 'High', reasons: [], explanation: 'High', staleAt: new Date(Date.now() - 1000).toISOString() } }, { actor: 'test' });
+    const stale = await call('POST', `/api/v1/me/devices/${id}/trust-cert`, { port, token: sessions.carol, body: { csrPem: (await trustCsr()).csrPem }, cert: device.cert });
+    assert.equal(stale.status, 403);
+    assert.equal(errorOf(stale).details?.reason, 'stale');
   });
 });
 

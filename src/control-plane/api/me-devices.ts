@@ -297,15 +297,24 @@ export function meDeviceRoutes(app: FastifyInstance, deps: MeDeviceRoutesDeps): 
     return device;
   };
 
-  /** Rescoring through the engine when there is one; a failure is logged, and the stored verdict stands. */
-  const rescore = async (id: string): Promise<void> => {
+  /**
+   * The device's verdict now: what the engine's rescoring answers when there is an engine (the stored
+   * one may be older than the latest report, since the engine writes only changes), else the stored
+   * one. A failed rescoring is logged, and the stored verdict stands (`fresh` false).
+   */
+  const verdictNow = async (id: string): Promise<{ trust: TrustView | null; fresh: boolean }> => {
     const engine = hooks();
-    if (engine === undefined) return;
-    try {
-      await engine.rescore(id);
-    } catch (err) {
-      logger.error({ err, device: id }, 'rescoring the device failed');
+    if (engine !== undefined) {
+      try {
+        const answered = await engine.rescore(id);
+        if (answered !== null && typeof answered === 'object' && typeof (answered as { level?: unknown }).level === 'string') {
+          return { trust: trustView(answered as Record<string, unknown>), fresh: true };
+        }
+      } catch (err) {
+        logger.error({ err, device: id }, 'rescoring the device failed');
+      }
     }
+    return { trust: trustView((await current(id)).trust), fresh: false };
   };
 
   const current = async (id: string): Promise<DeviceRecord> => {
@@ -373,8 +382,8 @@ export function meDeviceRoutes(app: FastifyInstance, deps: MeDeviceRoutesDeps): 
       throw new ApiError(503, 'CERT_RECORD_FAILED', 'the device certificate could not be recorded; register again');
     }
     logger.info({ user: principal.name, device: id, serial: issued.serial, platform: body.platform }, 'device registered');
-    await rescore(id);
-    return reply.code(201).send({ device: deviceView((await store.getDevice(id)) ?? device), certificatePem: issued.certPem, caPem: ca.certPem, notAfter: issued.notAfter.toISOString() });
+    const { trust } = await verdictNow(id);
+    return reply.code(201).send({ device: { ...deviceView((await store.getDevice(id)) ?? device), trust }, certificatePem: issued.certPem, caPem: ca.certPem, notAfter: issued.notAfter.toISOString() });
   });
 
   app.get('/me/devices', {
@@ -484,9 +493,9 @@ export function meDeviceRoutes(app: FastifyInstance, deps: MeDeviceRoutesDeps): 
         logger.warn({ err, device: device.id }, 'asking the device managers about this device failed; scoring with what they said before');
       }
     }
-    await rescore(device.id);
-    logger.debug({ device: device.id, user: principal.name }, 'posture report accepted');
-    return { trust: trustView((await current(device.id)).trust) };
+    const { trust } = await verdictNow(device.id);
+    logger.debug({ device: device.id, user: principal.name, level: trust?.level ?? null }, 'posture report accepted');
+    return { trust };
   });
 
   app.post('/me/devices/:id/trust-cert', {
@@ -522,9 +531,9 @@ export function meDeviceRoutes(app: FastifyInstance, deps: MeDeviceRoutesDeps): 
     if (user === undefined || user.disabled) return refused(403, 'USER_DISABLED', 'user-disabled', 'this user is disabled');
     if (device.banned) return refused(403, 'DEVICE_BANNED', 'device-banned', 'this device is banned; ask an admin');
 
-    await rescore(device.id);
-    const trust = trustView((await current(device.id)).trust);
-    const staleAt = trust?.staleAt === null || trust?.staleAt === undefined ? Number.NaN : Date.parse(trust.staleAt);
+    const { trust, fresh } = await verdictNow(device.id);
+    // A stored verdict's staleAt counts too, unless the engine just answered (it knows of later reports).
+    const staleAt = fresh || trust?.staleAt === null || trust?.staleAt === undefined ? Number.NaN : Date.parse(trust.staleAt);
     if (trust !== null && (trust.stale || staleAt <= clock.now())) {
       return refused(403, 'TRUST_TOO_LOW', 'stale', 'no recent posture report from this device: send one (causeway device report) and ask again');
     }
