@@ -18,7 +18,12 @@ import { createLogger } from '../lib/log.ts';
 import type { Logger } from '../lib/log.ts';
 import { formatProblems, parseSpecDocuments } from '../lib/spec/index.ts';
 import type { AccessTierSpec, ServiceSpec, SpecObject } from '../lib/spec/index.ts';
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { defaultDeviceIo, deviceContext } from './device-command.ts';
+import type { DeviceIo } from './device-command.ts';
 import { proxyModeFor, startClientProxy } from './proxy.ts';
+import { startTrustRenewal } from './trust-renewal.ts';
+import type { Timers, TrustRenewal } from './trust-renewal.ts';
 import type { ClientProxy, TrustMaterial } from './proxy.ts';
 
 /** What the command touches outside itself; tests replace it. */
@@ -29,6 +34,8 @@ export interface ProxyCommandIo {
   print: (line: string) => void;
   /** Called once the proxy listens; the default closes it on SIGTERM/SIGINT. */
   onStarted: (proxy: ClientProxy, logger: Logger) => void;
+  /** Replaces parts of the trust renewal's io (tests); `renewal` receives the running renewal. */
+  device?: Partial<DeviceIo> & { timers?: Timers; onRenewal?: (renewal: TrustRenewal) => void };
 }
 
 const defaultIo: ProxyCommandIo = {
@@ -94,6 +101,12 @@ async function runProxy(serviceName: string, flags: ProxyFlags, io: ProxyCommand
   }
   io.print(startLine(service, proxy.port()));
   io.onStarted(proxy, logger);
+  // The trust certificate in $CAUSEWAY_HOME is renewed while the proxy runs (files given by flags are the user's to manage).
+  if (flags.cert === undefined && flags.key === undefined) {
+    const deviceIo: DeviceIo = { ...defaultDeviceIo, env: io.env, homedir: io.homedir, ...io.device };
+    const renewal = await startTrustRenewal({ ctx: deviceContext(deviceIo), clock: deviceIo.clock, logger, ...(io.device?.timers === undefined ? {} : { timers: io.device.timers }) });
+    io.device?.onRenewal?.(renewal);
+  }
 }
 
 /** The line printed once the proxy listens: what to run next. */
@@ -179,9 +192,19 @@ export function trustFromFiles(paths: { certPath: string; keyPath: string; caPat
     if (cached?.signature === signature) return cached.material;
     const [certPem, keyPem, caPem] = files.map((file) => readPem(file));
     const material = { certPem, keyPem, caPem };
+    // A renewal writes the key, then the certificate: between the two, keep the pair we had.
+    if (cached !== undefined && !keyMatches(certPem, keyPem)) return cached.material;
     cached = { signature, material };
     return material;
   };
+}
+
+function keyMatches(certPem: string, keyPem: string): boolean {
+  try {
+    return new X509Certificate(certPem).checkPrivateKey(createPrivateKey(keyPem));
+  } catch {
+    return false;
+  }
 }
 
 function statSignature(file: string): string {
