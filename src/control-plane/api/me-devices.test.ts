@@ -325,6 +325,14 @@ void describe('the user\'s devices', () => {
 });
 
 void describe('posture reports', () => {
+  void test('a device gets at most 30 nonces in a row (each is a store row), then 429 with Retry-After', async () => {
+    const device = await register('carol');
+    for (let i = 0; i < 30; i++) assert.equal((await call('POST', `/api/v1/me/devices/${device.id}/posture/nonce`, { token: sessions.carol })).status, 200);
+    const limited = await call('POST', `/api/v1/me/devices/${device.id}/posture/nonce`, { token: sessions.carol });
+    assert.equal(limited.status, 429);
+    assert.equal(errorOf(limited).code, 'RATE_LIMITED');
+  });
+
   void test('the nonce comes with what the report must cover, from the trust profiles that apply', async () => {
     const device = await register('alice');
     const response = await call('POST', `/api/v1/me/devices/${device.id}/posture/nonce`, { token: sessions.alice });

@@ -49,7 +49,7 @@ import type { NonceStore, PostureRejection } from '../../lib/posture/index.ts';
 import { DEVICE_OWNERSHIP, DEVICE_PLATFORMS } from '../../lib/spec/index.ts';
 import { postureRequirements } from '../../lib/trust/index.ts';
 import type { TrustProfileInput } from '../../lib/trust/index.ts';
-import { principalOf } from '../auth.ts';
+import { FailureLimiter, principalOf } from '../auth.ts';
 import type { Principal } from '../auth.ts';
 import { authenticatePeer } from '../stream/peer.ts';
 import type { DeviceRecord, Store } from '../store/index.ts';
@@ -273,6 +273,8 @@ export function meDeviceRoutes(app: FastifyInstance, deps: MeDeviceRoutesDeps): 
   const maxDevices = deps.maxDevicesPerUser ?? DEFAULT_MAX_DEVICES_PER_USER;
   const nonceTtlMs = deps.nonceTtlMs ?? DEFAULT_NONCE_TTL_MS;
   const hooks = (): DeviceTrustHooks | undefined => deps.trust?.();
+  // Nonces are store rows: a device may ask for 30 in a row, then one every 10 s (each lives 5 min).
+  const nonceBudget = new FailureLimiter({ burst: 30, refillPerSecond: 0.1, clock });
 
   const record = async (event: Omit<AccessEvent, 'id' | 'time' | 'type' | 'accessTier'>): Promise<void> => {
     const now = clock.now();
@@ -435,6 +437,12 @@ export function meDeviceRoutes(app: FastifyInstance, deps: MeDeviceRoutesDeps): 
     if (device.banned) {
       return refuse(reply, request, { status: 403, code: 'DEVICE_BANNED', message: 'this device is banned; ask an admin', reasons: ['device-banned'], user: principal.id, device: device.id, details: { reason: 'device-banned' } });
     }
+    const wait = nonceBudget.retryAfter(device.id);
+    if (wait > 0) {
+      void reply.header('retry-after', String(wait));
+      return sendError(reply, 429, 'RATE_LIMITED', `too many nonces for this device; retry in ${wait} s`);
+    }
+    nonceBudget.fail(device.id);
     const nonce = randomBytes(32).toString('base64url');
     const expiresAt = new Date(clock.now() + nonceTtlMs).toISOString();
     await store.oidcUpsert(POSTURE_NONCE_MODEL, nonce, { deviceId: device.id }, expiresAt);
