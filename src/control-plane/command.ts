@@ -32,6 +32,7 @@ import type { Identity, SigningAlgorithm } from './identity/index.ts';
 import { createControlPlane, issueServingCertificate } from './server.ts';
 import type { ControlPlane, ControlPlanePluginOptions, Listener } from './server.ts';
 import { openStore, redactUrl } from './store/index.ts';
+import { createDeviceTrust } from './trust/index.ts';
 import type { Store } from './store/index.ts';
 import { enrollmentPlugin } from './enroll/index.ts';
 import { eventsIngestPlugin } from './events-ingest/index.ts';
@@ -147,7 +148,10 @@ export async function startServer(flags: ServerFlags, io: Pick<ServerCommandIo, 
 
     const identity = await startIdentity(flags, io, store, passphrase, publicUrl, logger);
     cleanup.push(identity);
-    const controlPlane = await createControlPlane({ store, ca, publicUrl, logger, plugins: PEER_PLUGINS, processMetrics: true, identity, trustCertLifetimeMs: (flags.trustCertLifetime ?? 480) * 60_000 });
+    // Device trust: the engine scores devices, the device managers' secrets come from the environment or files.
+    const trust = createDeviceTrust({ store, logger, resolveSecret: (ref) => resolveSecret(ref, io.env) });
+    cleanup.push(trust);
+    const controlPlane = await createControlPlane({ store, ca, publicUrl, logger, plugins: PEER_PLUGINS, processMetrics: true, identity, trust, trustCertLifetimeMs: (flags.trustCertLifetime ?? 480) * 60_000 });
     cleanup.push(controlPlane);
     let listener: Listener;
     let renewal: NodeJS.Timeout | undefined;

@@ -21,6 +21,7 @@ import { createControlPlane, issueServingCertificate } from './server.ts';
 import type { ControlPlane, ControlPlaneOptions, ControlPlanePluginOptions } from './server.ts';
 import { openStore } from './store/index.ts';
 import type { Store } from './store/index.ts';
+import { createDeviceTrust } from './trust/index.ts';
 
 // --- what the suite saw ---------------------------------------------------------------------------
 
@@ -194,11 +195,24 @@ const ROUTES: RouteCase[] = [
   { method: 'POST', route: '/api/v1/me/devices/:id/posture/nonce', url: (ids) => `/api/v1/me/devices/${ids.deviceId}/posture/nonce`, access: 'session' },
   { method: 'POST', route: '/api/v1/me/devices/:id/posture', url: (ids) => `/api/v1/me/devices/${ids.deviceId}/posture`, access: 'session', body: { payload: '{}', signature: 'AA' } },
   { method: 'POST', route: '/api/v1/me/devices/:id/trust-cert', url: (ids) => `/api/v1/me/devices/${ids.deviceId}/trust-cert`, access: 'session', body: { csrPem: 'x' } },
+  { method: 'PUT', route: '/api/v1/devices/:id/trust-override', url: (ids) => `/api/v1/devices/${ids.deviceId}/trust-override`, access: 'write', body: { source: 'security-team', maxLevel: 'Low', reason: 'incident 4711' } },
+  { method: 'DELETE', route: '/api/v1/devices/:id/trust-override/:source', url: (ids) => `/api/v1/devices/${ids.deviceId}/trust-override/security-team`, access: 'write' },
+  { method: 'POST', route: '/api/v1/devices/:id/rescore', url: (ids) => `/api/v1/devices/${ids.deviceId}/rescore`, access: 'write' },
+  { method: 'GET', route: '/api/v1/device-managers/status', url: () => '/api/v1/device-managers/status', access: 'read' },
+  { method: 'POST', route: '/api/v1/device-managers/:name/test', url: () => '/api/v1/device-managers/mdm/test', access: 'write' },
   // Deletes last: they take away what the others use.
   { method: 'DELETE', route: '/api/v1/devices/:id', url: (ids) => `/api/v1/devices/${ids.deviceId}`, access: 'write' },
   { method: 'DELETE', route: '/api/v1/users/:name', url: () => '/api/v1/users/bob', access: 'write' },
   { method: 'DELETE', route: '/api/v1/objects/:kind/:name', url: () => '/api/v1/objects/service/prod-k8s', access: 'write' },
 ];
+
+/** A store with device trust running on it (and one DeviceManager), for the routes that need trust (trust/routes.ts). */
+async function withTrust(): Promise<Partial<ControlPlaneOptions>> {
+  const store = await openStore({ url: ':memory:' });
+  await store.putObject({ kind: 'DeviceManager', name: 'mdm', spec: { type: 'http', url: 'http://127.0.0.1:9/devices/{serial}', jsonPaths: { compliant: '$.compliant' } } }, { actor: 'test' });
+  const trust = createDeviceTrust({ store, logger, resolveSecret: () => Promise.reject(new Error('no secrets in this test')) });
+  return { store, trust };
+}
 
 void describe('every route', () => {
   void test('the table covers every route of the OpenAPI document, and the document is served', async (t) => {
@@ -267,7 +281,7 @@ void describe('every route', () => {
   });
 
   void test('a viewer reads every read route', async (t) => {
-    const h = await harness(t);
+    const h = await harness(t, await withTrust());
     const ids = await seed(h);
     for (const route of ROUTES.filter((r) => r.access === 'read')) {
       const response = await h.call(route.method, route.url(ids), { token: h.viewer });
@@ -276,7 +290,7 @@ void describe('every route', () => {
   });
 
   void test('an admin succeeds on every route, in order', async (t) => {
-    const h = await harness(t);
+    const h = await harness(t, await withTrust());
     const ids = await seed(h);
     for (const route of ROUTES) {
       const response = await h.call(route.method, route.url(ids), { token: h.admin, ...(route.body === undefined ? {} : { body: route.body }) });

@@ -44,6 +44,8 @@ import { userRoutes } from './api/users.ts';
 import { meDeviceRoutes, whoamiDeviceResolver } from './api/me-devices.ts';
 import type { DeviceTrustHooks } from './api/me-devices.ts';
 import { whoamiRoutes } from './api/whoami.ts';
+import type { DeviceTrustService } from './trust/index.ts';
+import { trustRoutes } from './trust/routes.ts';
 import { apiTokenAuthenticator, authHook, FailureLimiter, peerIdentity } from './auth.ts';
 import type { Authenticator, FailureLimiterOptions } from './auth.ts';
 import type { Identity } from './identity/index.ts';
@@ -62,6 +64,8 @@ export interface ControlPlaneDeps {
   logger: Logger;
   publicUrl: string;
   metrics: ControlPlaneMetrics;
+  /** Device trust, when it runs (see ControlPlaneOptions.trust). */
+  trust?: DeviceTrustService;
   /** The verified certificate identity of the caller (see auth.ts peerIdentity). */
   peerIdentity: (request: FastifyRequest, expected: CertType | readonly CertType[], options?: Omit<PeerCheckOptions, 'trustedCas' | 'now'>) => PeerCheck;
 }
@@ -104,6 +108,12 @@ export interface ControlPlaneOptions {
   identity?: Identity;
   /** The trust engine for the user's device routes (api/me-devices.ts): rescoring after registrations and reports, MDM lookups. */
   deviceTrust?: DeviceTrustHooks;
+  /**
+   * Device trust (trust/index.ts createDeviceTrust: the trust engine and the device managers): started
+   * once the app is ready, closed on close; serves the trust admin routes (overrides, rescoring, device
+   * managers) and, unless `deviceTrust` is given, the user's device routes.
+   */
+  trust?: DeviceTrustService;
   /** Lifetime of trust certificates; default 8 h, clamped to 5 min–24 h. */
   trustCertLifetimeMs?: number;
 }
@@ -166,6 +176,7 @@ export async function createControlPlane(options: ControlPlaneOptions): Promise<
     logger,
     publicUrl,
     metrics,
+    ...(options.trust === undefined ? {} : { trust: options.trust }),
     peerIdentity: (request, expected, checkOptions = {}) => peerIdentity(request, expected, ca, { ...checkOptions, clock }),
   };
 
@@ -211,7 +222,8 @@ export async function createControlPlane(options: ControlPlaneOptions): Promise<
     eventRoutes(api, { store });
     metaRoutes(api, { ca, openapi: () => app.swagger() });
     whoamiRoutes(api, { store, deviceOf: whoamiDeviceResolver({ store, ca, clock }) });
-    meDeviceRoutes(api, { store, ca, clock, logger, trust: () => options.deviceTrust, ...(options.trustCertLifetimeMs === undefined ? {} : { trustCertLifetimeMs: options.trustCertLifetimeMs }) });
+    meDeviceRoutes(api, { store, ca, clock, logger, trust: () => options.deviceTrust ?? options.trust, ...(options.trustCertLifetimeMs === undefined ? {} : { trustCertLifetimeMs: options.trustCertLifetimeMs }) });
+    trustRoutes(api, { store, clock, trust: () => options.trust });
     options.identity?.registerApi(api);
   }, { prefix: '/api/v1' });
 
@@ -231,6 +243,13 @@ export async function createControlPlane(options: ControlPlaneOptions): Promise<
     await app.register(plugin as FastifyPluginAsync<ControlPlanePluginOptions>, { causeway: deps });
   }
   await app.ready();
+  try {
+    await options.trust?.start();
+  } catch (err) {
+    await options.trust?.close();
+    await app.close();
+    throw err;
+  }
 
   const listeners = new Set<Listener>();
   let closing: Promise<void> | undefined;
@@ -279,6 +298,7 @@ export async function createControlPlane(options: ControlPlaneOptions): Promise<
         const closingListeners = [...listeners].map((l) => l.close());
         await app.close();
         await Promise.all(closingListeners);
+        await options.trust?.close();
         await options.identity?.close();
       })();
       return closing;
