@@ -117,6 +117,12 @@ export interface HarnessOptions extends Partial<Omit<IdentityOptions, 'store' | 
   /** Kubernetes services to create: cluster names. Default ['prod']. */
   clusters?: string[];
   controlPlane?: Partial<ControlPlaneOptions>;
+  /** The store's URL. Default a new in-memory SQLite database. */
+  storeUrl?: string;
+  /** Replicas on one database share it. Default a new random key. */
+  secretBox?: SecretBox;
+  /** Create the test users and services. Default true (false for a second replica). */
+  seed?: boolean;
 }
 
 export async function startIdentityHarness(options: HarnessOptions = {}): Promise<IdentityHarness> {
@@ -131,18 +137,22 @@ export async function startIdentityHarness(options: HarnessOptions = {}): Promis
       },
     }),
   });
-  const store = await openStore({ url: ':memory:' });
+  const store = await openStore({ url: options.storeUrl ?? ':memory:' });
   const ca = await CertificateAuthority.create();
-  const secretBox = secretBoxFromKey(randomBytes(32));
+  const secretBox = options.secretBox ?? secretBoxFromKey(randomBytes(32));
   const users: Record<string, UserRecord> = {};
-  for (const u of TEST_USERS) users[u.name] = await store.createUser({ name: u.name, email: u.email ?? null, groups: u.groups ?? [], disabled: u.disabled ?? false }, { actor: 'system' });
-  for (const cluster of options.clusters ?? ['prod']) {
+  const seed = options.seed ?? true;
+  for (const u of TEST_USERS) {
+    const existing = seed ? undefined : await store.getUserByName(u.name);
+    users[u.name] = existing ?? (await store.createUser({ name: u.name, email: u.email ?? null, groups: u.groups ?? [], disabled: u.disabled ?? false }, { actor: 'system' }));
+  }
+  for (const cluster of seed ? (options.clusters ?? ['prod']) : []) {
     await store.putObject({ kind: 'Service', name: `${cluster}-k8s`, spec: { type: 'kubernetes', cluster: 'edge', accessTier: '*', domain: `${cluster}.k8s.example.com`, port: 443, kubernetes: { clusterName: cluster, caPublicKey: 'x' } } }, { actor: 'system' });
   }
   const directory = new FakeDirectory(store, TEST_USERS);
   const port = await freePort();
   const publicUrl = `https://127.0.0.1:${port}`;
-  const { clusters: _clusters, controlPlane: cpOptions, ...identityOptions } = options;
+  const { clusters: _clusters, controlPlane: cpOptions, storeUrl: _storeUrl, secretBox: _secretBox, seed: _seed, ...identityOptions } = options;
   const identity = await createIdentity({
     store,
     secretBox,
