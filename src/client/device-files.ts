@@ -18,7 +18,7 @@ import { chmod, link, mkdir, readFile, rename, rm, stat, writeFile } from 'node:
 import path from 'node:path';
 import { UserError, errorCode, errorMessage } from '../lib/errors.ts';
 import { unsafePathProblem } from '../lib/fs-safety.ts';
-import { generateKeyPair } from '../lib/pki/index.ts';
+import { BACKDATE_MS, generateKeyPair } from '../lib/pki/index.ts';
 
 export interface DeviceState {
   id: string;
@@ -37,6 +37,8 @@ export interface TrustFiles {
   /** notBefore / notAfter of the certificate, epoch ms. */
   notBefore: number;
   notAfter: number;
+  /** When it was issued: notBefore is backdated by the CA (BACKDATE_MS) for clock skew, so lifetimes count from here. */
+  issuedAt: number;
 }
 
 export interface DeviceFilesOptions {
@@ -191,7 +193,9 @@ export class DeviceFiles {
     try {
       const cert = new X509Certificate(certPem);
       if (!cert.checkPrivateKey(createPrivateKey(keyPem))) return undefined;
-      return { certPem, keyPem, notBefore: Date.parse(cert.validFrom), notAfter: Date.parse(cert.validTo) };
+      const notBefore = Date.parse(cert.validFrom);
+      const notAfter = Date.parse(cert.validTo);
+      return { certPem, keyPem, notBefore, notAfter, issuedAt: Math.min(notAfter, notBefore + BACKDATE_MS) };
     } catch {
       return undefined;
     }

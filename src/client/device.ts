@@ -288,9 +288,9 @@ export async function fetchTrustCert(ctx: DeviceContext, state: DeviceState): Pr
 }
 
 /** Whether the trust certificate should be renewed now: missing, or less than `fraction` of its lifetime left. */
-export function trustCertDue(trust: { notBefore: number; notAfter: number } | undefined, now: number, fraction = 0.5): boolean {
+export function trustCertDue(trust: { issuedAt: number; notAfter: number } | undefined, now: number, fraction = 0.5): boolean {
   if (trust === undefined) return true;
-  const lifetime = trust.notAfter - trust.notBefore;
+  const lifetime = trust.notAfter - trust.issuedAt;
   if (!(lifetime > 0)) return true;
   return trust.notAfter - now < lifetime * fraction;
 }

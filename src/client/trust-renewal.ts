@@ -49,9 +49,9 @@ export interface TrustRenewal {
   close(): void;
 }
 
-/** When the certificate with this validity should be renewed. */
-export function renewalTime(trust: { notBefore: number; notAfter: number }): number {
-  return trust.notBefore + Math.max(0, trust.notAfter - trust.notBefore) * RENEW_AT_FRACTION;
+/** When the certificate with this validity should be renewed (its lifetime counted from issuance, not the backdated notBefore). */
+export function renewalTime(trust: { issuedAt: number; notAfter: number }): number {
+  return trust.issuedAt + Math.max(0, trust.notAfter - trust.issuedAt) * RENEW_AT_FRACTION;
 }
 
 export async function startTrustRenewal(options: TrustRenewalOptions): Promise<TrustRenewal> {
@@ -74,7 +74,7 @@ export async function startTrustRenewal(options: TrustRenewalOptions): Promise<T
     }, Math.min(MAX_TIMER_MS, Math.max(0, at - clock.now())));
   };
 
-  const current = async (): Promise<{ notBefore: number; notAfter: number } | undefined> => ctx.files.readTrust().catch(() => undefined);
+  const current = async (): Promise<{ issuedAt: number; notAfter: number } | undefined> => ctx.files.readTrust().catch(() => undefined);
 
   const retryAt = async (): Promise<number> => {
     const now = clock.now();
