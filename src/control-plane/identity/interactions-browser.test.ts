@@ -37,6 +37,11 @@ async function startCallback(): Promise<Callback> {
   const received: URL[] = [];
   const server: Server = createServer((request: IncomingMessage, response) => {
     const url = new URL(request.url ?? '/', 'http://127.0.0.1');
+    // Chromium also asks this origin for /favicon.ico after showing the callback page; only /callback counts.
+    if (url.pathname !== '/callback') {
+      response.writeHead(404).end();
+      return;
+    }
     const resolve = waiting.shift();
     if (resolve === undefined) received.push(url);
     else resolve(url);
