@@ -1,11 +1,12 @@
 /**
- * The admin commands of `causeway`: apply, get, delete, events, join-token, token, user. They are
+ * The admin commands of `causeway`: apply, get, delete, events, join-token, token, user, device. They are
  * clients of the control plane's HTTP API only (see client.ts for where the server, token and CA
  * come from) and import nothing from src/control-plane.
  */
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { AdminIo } from './client.ts';
+import { registerDeviceCommands } from './devices.ts';
 import { registerEventCommands } from './events.ts';
 import { registerObjectCommands } from './objects.ts';
 import { registerTokenCommands } from './tokens.ts';
@@ -40,4 +41,5 @@ export function registerAdminCommands(program: Command, io: Partial<AdminIo> = {
   registerEventCommands(program, deps, connectionOptions);
   registerTokenCommands(program, deps, connectionOptions);
   registerUserCommands(program, deps, connectionOptions);
+  registerDeviceCommands(program, deps, connectionOptions);
 }
