@@ -24,9 +24,10 @@ const COMMAND_MODULES: ReadonlyArray<{ commands: readonly string[]; load: () => 
   { commands: ['server'], load: async () => (await import('./control-plane/command.ts')).registerServerCommand },
   { commands: ['access-tier'], load: async () => (await import('./access-tier/command.ts')).registerAccessTierCommand },
   { commands: ['connector'], load: async () => (await import('./connector/command.ts')).registerConnectorCommand },
-  // `device` is shared: this machine's device (report, show) and the admin's (list, show NAME, ban, ...); both load.
-  { commands: ['device'], load: async () => (await import('./client/device-command.ts')).registerDeviceCommands },
   { commands: ['apply', 'get', 'delete', 'events', 'join-token', 'token', 'user', 'device'], load: async () => (await import('./admin-cli/index.ts')).registerAdminCommands },
+  // `device` is shared: the admin's (list, show NAME, ban, ...) and this machine's (report, show); both load, the
+  // client's after the admin's, adding to the `device` command (src/lib/cli/device-group.ts).
+  { commands: ['device'], load: async () => (await import('./client/device-command.ts')).registerDeviceCommands },
 ];
 
 /** The modules to load for this argv: those that register its command, else all of them. */

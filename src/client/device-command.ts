@@ -72,6 +72,15 @@ export function registerDeviceCommands(program: Command, io: Partial<DeviceIo> =
   group.onShowSelf(async () => {
     await runShow(deps);
   });
+  if (!group.showShared) {
+    // `device show` belongs to a module that does not share it (it needs a NAME): this machine's view stays reachable.
+    group.device
+      .command('status')
+      .description("This machine's device, its trust level and what to fix")
+      .action(async () => {
+        await runShow(deps);
+      });
+  }
 }
 
 function homeOf(io: DeviceIo): string {

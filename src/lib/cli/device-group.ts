@@ -33,6 +33,8 @@ export interface DeviceGroup {
   onShowSelf(handler: ShowSelf): void;
   /** What `device show NAME` runs (the admin CLI). */
   onShowNamed(handler: ShowNamed): void;
+  /** False when `show` was registered by someone not using this module: then the handlers are never called. */
+  showShared: boolean;
 }
 
 export function deviceGroup(program: Command): DeviceGroup {
@@ -41,6 +43,7 @@ export function deviceGroup(program: Command): DeviceGroup {
   const handlers: Handlers = device[HANDLERS] ?? {};
   device[HANDLERS] = handlers;
   let show = device.commands.find((c) => c.name() === 'show');
+  const showShared = show === undefined || (show as WithHandlers)[HANDLERS] === handlers;
   if (show === undefined) {
     show = device
       .command('show')
@@ -55,10 +58,12 @@ export function deviceGroup(program: Command): DeviceGroup {
         if (handlers.named === undefined) throw new UserError('BAD_FLAGS', 'causeway device show without a name shows this machine\'s device');
         await handlers.named(name, flags);
       });
+    (show as WithHandlers)[HANDLERS] = handlers;
   }
   return {
     device,
     show,
+    showShared,
     onShowSelf: (handler) => {
       handlers.self = handler;
     },
