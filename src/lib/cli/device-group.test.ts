@@ -15,10 +15,14 @@ void describe('the shared device command', () => {
       for (const side of order) {
         const group = deviceGroup(p);
         if (side === 'client') {
-          group.device.command('report').action(() => calls.push('report'));
+          group.device.command('report').action(() => {
+            calls.push('report');
+          });
           group.onShowSelf(() => Promise.resolve(void calls.push('self')));
         } else {
-          group.device.command('list').action(() => calls.push('list'));
+          group.device.command('list').action(() => {
+            calls.push('list');
+          });
           group.onShowNamed((name) => Promise.resolve(void calls.push(`named:${name}`)));
         }
         assert.equal(group.showShared, true);
