@@ -3,6 +3,7 @@ import { handshakeRateSuite } from './handshake-rate.ts';
 import { idleStreamsSuite } from './idle-streams.ts';
 import { newConnectionSuite } from './new-connection.ts';
 import { policyDecisionSuite } from './policy-decision.ts';
+import { postureFlipSuite } from './posture-flip.ts';
 import { requestLatencySuite } from './request-latency.ts';
 import type { Suite } from './suite.ts';
 import { throughputSuite } from './throughput.ts';
@@ -20,4 +21,5 @@ export const SUITES: readonly Suite[] = [
   handshakeRateSuite,
   policyDecisionSuite,
   decisionFlipSuite,
+  postureFlipSuite,
 ];
