@@ -228,7 +228,7 @@ export async function createControlPlane(options: ControlPlaneOptions): Promise<
   }, { prefix: '/api/v1' });
 
   registerPublicHealthRoutes(app, { store, ca, clock });
-  if (options.identity !== undefined) await options.identity.register(app);
+  if (options.identity !== undefined) await options.identity.register(app, { ca, clock });
   if (options.metricsOnPublicListener === true) {
     await app.register((scope, _options, registered) => {
       scope.addHook('onRequest', onRequestAuth);

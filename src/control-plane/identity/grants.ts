@@ -12,7 +12,20 @@
  * header), `aud` the audience, `azp` the CLI. Refused with `invalid_target` when no Kubernetes service
  * has that cluster name, `invalid_grant` for an unknown or expired subject token or a disabled or
  * deleted user.
+ *
+ * The device (issue 4/5): when the token request comes over TLS with a client certificate, that
+ * certificate must be a valid device certificate of this installation (type device, our CA, not
+ * expired, serial not revoked: the peer check of the config stream and the trust-cert route) of a
+ * registered, unbanned device of the subject token's user, holding the device's registered key; the
+ * ID token then carries `device` (its id) and `device_trust` (its current level, when scored). Any
+ * other presented certificate (another user's device, a banned device, a trust certificate: CA-03)
+ * is refused with `invalid_grant`, the description starting `device_refused:` so the CLI can say so;
+ * without a client certificate the token has no device, as before.
  */
+import { createPublicKey } from 'node:crypto';
+import type { X509Certificate } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import { SignJWT } from 'jose';
 import { errors } from 'oidc-provider';
 import type Provider from 'oidc-provider';
@@ -47,7 +60,20 @@ export interface GrantOptions {
   idTokenSigningAlg: SigningAlgorithm;
   kubeTokenTtlSeconds: number;
   logger: Logger;
+  /**
+   * Checks the TLS client certificate of a token request (index.ts, once the control plane gave its
+   * CA): `undefined` when it cannot be checked here (no CA, not our request), `{ ok: false, reason:
+   * 'cert-missing' }` when none was presented.
+   */
+  devicePeer?: (req: IncomingMessage) => Promise<DevicePeerCheck | undefined>;
+  clock?: { now(): number };
 }
+
+/** The verdict on a request's client certificate as a device certificate (stream/peer.ts authenticatePeer's). */
+export type DevicePeerCheck = { ok: true; identity: { type: string; device?: string; serial: string } } | { ok: false; reason: string };
+
+/** The prefix of every token-exchange refusal about the device certificate (the CLI tells it apart from a dead session). */
+export const DEVICE_REFUSED = 'device_refused';
 
 class RateLimited extends errors.CustomOIDCProviderError {
   constructor(description: string) {
@@ -161,11 +187,14 @@ async function tokenExchangeGrant(provider: Provider, options: GrantOptions, ctx
   const user = await options.store.getUser(at.accountId);
   if (user === undefined || user.disabled) throw invalidGrant('the subject token\'s user is disabled or deleted');
 
+  const device = await presentedDevice(options, ctx.req, user);
+
   const key = options.signingKeys.current(options.idTokenSigningAlg);
   const now = Math.floor(Date.now() / 1000);
   const ttl = options.kubeTokenTtlSeconds;
   const { sub: _sub, ...claims } = userClaims(user, at.scope ?? 'openid');
-  const jwt = await new SignJWT({ ...claims, azp: CLI_CLIENT_ID })
+  const deviceClaims = device === undefined ? {} : { device: device.id, ...(device.trust === undefined ? {} : { device_trust: device.trust }) };
+  const jwt = await new SignJWT({ ...claims, ...deviceClaims, azp: CLI_CLIENT_ID })
     .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'JWT' })
     .setIssuer(provider.issuer)
     .setSubject(user.id)
@@ -173,8 +202,49 @@ async function tokenExchangeGrant(provider: Provider, options: GrantOptions, ctx
     .setIssuedAt(now)
     .setExpirationTime(now + ttl)
     .sign(key.privateKey);
-  await options.store.appendAuditEvent({ actor: `user:${user.name}`, action: 'token-exchange', kind: 'User', name: user.name, after: { audience, expiresAt: new Date((now + ttl) * 1000).toISOString() } }).catch((err: unknown) => {
+  await options.store.appendAuditEvent({ actor: `user:${user.name}`, action: 'token-exchange', kind: 'User', name: user.name, after: { audience, expiresAt: new Date((now + ttl) * 1000).toISOString(), ...(device === undefined ? {} : { device: device.id }) } }).catch((err: unknown) => {
     options.logger.warn({ err }, 'recording a token exchange in the audit log failed');
   });
   ctx.body = { access_token: jwt, issued_token_type: ID_TOKEN_TYPE, token_type: 'N_A', expires_in: ttl };
+}
+
+const deviceRefused = (description: string): Error => invalidGrant(`${DEVICE_REFUSED}: ${description}`);
+
+/**
+ * The device whose certificate this token request presents, checked against the subject token's
+ * user; undefined when no client certificate was presented (or none can be checked). Throws
+ * `invalid_grant` for any certificate that is not a good device certificate of this user's device.
+ */
+async function presentedDevice(options: GrantOptions, req: IncomingMessage, user: UserRecord): Promise<{ id: string; trust: string | undefined } | undefined> {
+  const peer = options.devicePeer === undefined ? undefined : await options.devicePeer(req);
+  if (peer === undefined || (!peer.ok && peer.reason === 'cert-missing')) return undefined;
+  if (!peer.ok) throw deviceRefused(`the client certificate is not a valid device certificate of this installation (${peer.reason}); remove device.crt or log in again to register this machine`);
+  const id = peer.identity.device;
+  const device = id === undefined ? undefined : await options.store.getDevice(id);
+  if (device === undefined) throw deviceRefused('the device certificate names no registered device; log in again to register this machine');
+  if (device.userId !== user.id) throw deviceRefused('the device certificate does not belong to this user');
+  if (!presentedKeyIs(req, device.publicKey)) throw deviceRefused('the client certificate does not hold this device\'s registered key');
+  if (device.banned) throw deviceRefused('this device is banned; ask an admin');
+  return { id: device.id, trust: trustLevel(device.trust, (options.clock ?? Date).now()) };
+}
+
+/** The device's current trust level; AlwaysDeny once its verdict went stale (DT-05); undefined when never scored. */
+function trustLevel(trust: Record<string, unknown> | null, now: number): string | undefined {
+  if (trust === null || typeof trust.level !== 'string' || trust.level === '') return undefined;
+  const staleAt = typeof trust.staleAt === 'string' ? Date.parse(trust.staleAt) : Number.NaN;
+  if (trust.stale === true || staleAt <= now) return 'AlwaysDeny';
+  return trust.level;
+}
+
+/** Whether the request's TLS client certificate holds `publicKeyPem`. */
+function presentedKeyIs(req: IncomingMessage, publicKeyPem: string | null): boolean {
+  if (publicKeyPem === null) return false;
+  const socket = req.socket as Partial<TLSSocket>;
+  try {
+    const cert: X509Certificate | undefined = socket.getPeerX509Certificate?.();
+    if (cert === undefined) return false;
+    return createPublicKey(publicKeyPem).export({ type: 'spki', format: 'der' }).equals(cert.publicKey.export({ type: 'spki', format: 'der' }));
+  } catch {
+    return false;
+  }
 }

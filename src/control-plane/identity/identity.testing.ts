@@ -91,6 +91,8 @@ export class FakeDirectory implements PasswordDirectory {
 export interface IdentityHarness {
   publicUrl: string;
   caPem: string;
+  /** The control plane's CA (for device certificates in tests). */
+  ca: CertificateAuthority;
   store: Store;
   secretBox: SecretBox;
   identity: Identity;
@@ -167,6 +169,7 @@ export async function startIdentityHarness(options: HarnessOptions = {}): Promis
   return {
     publicUrl,
     caPem: ca.certPem,
+    ca,
     store,
     secretBox,
     identity,

@@ -14,16 +14,18 @@
  * `provider` handed out here always forwards to the current one.
  */
 import { createHash } from 'node:crypto';
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import Provider from 'oidc-provider';
 import type { Clock } from '../../lib/clock.ts';
 import { systemClock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/log.ts';
 import { silentLogger } from '../../lib/log.ts';
+import type { CertificateAuthority } from '../../lib/pki/index.ts';
 import { FailureLimiter, sourceKey } from '../auth.ts';
 import type { FailureLimiterOptions } from '../auth.ts';
 import { credentialRoutes } from '../api/credentials.ts';
+import { authenticatePeer } from '../stream/peer.ts';
 import type { Store } from '../store/index.ts';
 import { startPruning } from './adapter.ts';
 import { createDirectory } from './directory.ts';
@@ -32,7 +34,7 @@ import { sessionAuthenticator } from './session-auth.ts';
 import type { SessionAuthenticator } from './session-auth.ts';
 import { createUpstreams } from './upstream.ts';
 import { registerGrants } from './grants.ts';
-import type { PasswordDirectory } from './grants.ts';
+import type { DevicePeerCheck, PasswordDirectory } from './grants.ts';
 import { buildProvider, DEFAULT_LIFETIMES, loadOrCreateCookieKeys, PROVIDER_PATHS, ROUTES } from './provider.ts';
 import type { TokenLifetimes } from './provider.ts';
 import type { SecretBox } from './secret-box.ts';
@@ -111,8 +113,12 @@ export interface Identity {
   findAccessToken(token: string): Promise<AccessTokenInfo | undefined>;
   /** Turns our access tokens into admin API principals (scope from AdminBindings); for the /api/v1 auth hook. */
   readonly authenticator: SessionAuthenticator;
-  /** Registers the provider's routes and the others'; call once, at the root of the app. */
-  register(app: FastifyInstance): Promise<void>;
+  /**
+   * Registers the provider's routes and the others'; call once, at the root of the app. With `peer`
+   * (the control plane's CA), the token exchange checks a presented device certificate and puts the
+   * device into kube ID tokens (grants.ts).
+   */
+  register(app: FastifyInstance, peer?: { ca: CertificateAuthority; clock?: Clock }): Promise<void>;
   /** Registers the admin API routes of identity (passwords, TOTP, unlock) inside /api/v1, after the auth hook. */
   registerApi(api: FastifyInstance): void;
   close(): Promise<void>;
@@ -129,9 +135,19 @@ export async function createIdentity(options: IdentityOptions): Promise<Identity
   const cookieKeys = await loadOrCreateCookieKeys(store, secretBox);
   const directory = options.directory ?? createDirectory({ store, secretBox, clock, logger });
 
+  // The Fastify request behind each raw request handed to the provider: the grants reach the TLS
+  // client certificate through it (oidc-provider's ctx.req is that raw request).
+  const requests = new WeakMap<IncomingMessage, FastifyRequest>();
+  let peerDeps: { ca: CertificateAuthority; clock: Clock } | undefined;
+  const devicePeer = async (req: IncomingMessage): Promise<DevicePeerCheck | undefined> => {
+    const request = requests.get(req);
+    if (request === undefined || peerDeps === undefined) return undefined;
+    return authenticatePeer(request, ['device'], { store, ...peerDeps });
+  };
+
   const build = (): { provider: Provider; callback: (req: FastifyRequest['raw'], res: ServerResponse) => void } => {
     const provider = buildProvider({ publicUrl, store, secretBox, signingKeys, cookieKeys, idTokenSigningAlg, lifetimes, clock, logger });
-    registerGrants(provider, { store, directory, signingKeys, idTokenSigningAlg, kubeTokenTtlSeconds, logger });
+    registerGrants(provider, { store, directory, signingKeys, idTokenSigningAlg, kubeTokenTtlSeconds, logger, devicePeer, clock });
     // Koa prints unhandled errors to stderr unless someone listens.
     (provider as unknown as NodeJS.EventEmitter).on('error', (err: unknown) => logger.error({ err }, 'the OIDC provider failed a request'));
     provider.on('server_error', (_ctx, err) => logger.error({ err }, 'the OIDC provider failed a request'));
@@ -173,6 +189,7 @@ export async function createIdentity(options: IdentityOptions): Promise<Identity
         return;
       }
       countFailures(res, () => limiter.fail(source));
+      requests.set(request.raw, request);
     }
     current.callback(request.raw, res);
   };
@@ -191,9 +208,10 @@ export async function createIdentity(options: IdentityOptions): Promise<Identity
     signingKeys,
     authenticator,
     findAccessToken,
-    async register(app) {
+    async register(app, peer) {
       if (registered) throw new Error('the identity routes are registered already');
       registered = true;
+      if (peer !== undefined) peerDeps = { ca: peer.ca, clock: peer.clock ?? clock };
       for (const url of PROVIDER_PATHS) {
         app.route({
           method: ['GET', 'POST', 'OPTIONS'],
