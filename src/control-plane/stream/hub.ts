@@ -16,6 +16,7 @@ import { encodeRecord, receivesPrincipals, DEVICE_CHANGE_KIND, REVOKED_CERTIFICA
 import type { StreamAudience, StreamedSpecKind, WireChange, WireDevice, WireSnapshot, WireUser } from '../../lib/config/wire.ts';
 import type { Clock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/log.ts';
+import { coalesce } from '../../lib/tasks.ts';
 import { CERTIFICATE_KIND } from '../store/index.ts';
 import type { CertificateRecord, Store } from '../store/index.ts';
 import { specDocument, wireChange, wireDevice, wireUser } from './translate.ts';
@@ -62,8 +63,14 @@ export class ConfigHub {
   #horizon = 0;
   #revision = 0;
   #unwatch: (() => void) | undefined;
-  #pulling: Promise<void> | undefined;
-  #again = false;
+  /** One pass of the feed at a time; calls meanwhile share it and ask for one more (lib/tasks.ts). */
+  readonly #pull = coalesce(async () => {
+    try {
+      await this.#pullOnce();
+    } catch (err) {
+      if (!this.#closed) this.#logger.warn({ err }, 'reading the change feed for the config stream failed; will retry on the next change');
+    }
+  }, () => this.#closed);
   #closed = false;
 
   constructor(options: HubOptions) {
@@ -107,24 +114,7 @@ export class ConfigHub {
 
   /** Reads the feed until it has everything the store has committed; concurrent calls share one pass. */
   pull(): Promise<void> {
-    if (this.#closed) return Promise.resolve();
-    if (this.#pulling !== undefined) {
-      this.#again = true;
-      return this.#pulling;
-    }
-    this.#pulling = (async () => {
-      try {
-        do {
-          this.#again = false;
-          await this.#pullOnce();
-        } while (this.#again && !this.#closed);
-      } catch (err) {
-        if (!this.#closed) this.#logger.warn({ err }, 'reading the change feed for the config stream failed; will retry on the next change');
-      } finally {
-        this.#pulling = undefined;
-      }
-    })();
-    return this.#pulling;
+    return this.#pull.run();
   }
 
   async #pullOnce(): Promise<void> {

@@ -27,6 +27,7 @@ import { systemClock } from '../../lib/clock.ts';
 import { errorCode, errorMessage, UserError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import { silentLogger } from '../../lib/log.ts';
+import { coalesce, TaskSet } from '../../lib/tasks.ts';
 import { mergeFactorValues, scoreDevice } from '../../lib/trust/index.ts';
 import type { FactorResult, FactorValues, TrustLevel, TrustOverride, TrustProfileInput } from '../../lib/trust/index.ts';
 import type { TrustProfileSpecBody } from '../../lib/spec/trust-profile.ts';
@@ -193,24 +194,15 @@ export function createTrustEngine(deps: TrustEngineDeps): TrustEngine {
   const knownGroups = new Map<string, string>();
   /** One rescoring per device at a time, in order. */
   const locks = new Map<string, Promise<unknown>>();
-  const work = new Set<Promise<unknown>>();
+  const work = new TaskSet();
   let timer: unknown;
   let timerAt: number | undefined;
   let unwatch: (() => void) | undefined;
   let revision: number | undefined;
-  let processing = false;
-  let pending = false;
   let started = false;
   let closed = false;
 
-  function track<T>(promise: Promise<T>): Promise<T> {
-    work.add(promise);
-    void promise.then(
-      () => work.delete(promise),
-      () => work.delete(promise),
-    );
-    return promise;
-  }
+  const track = <T>(promise: Promise<T>): Promise<T> => work.track(promise);
 
   async function context(): Promise<Context> {
     const [profiles, managers] = await Promise.all([store.listObjects(TRUST_PROFILE_KIND), store.listObjects(DEVICE_MANAGER_KIND)]);
@@ -357,27 +349,16 @@ export function createTrustEngine(deps: TrustEngineDeps): TrustEngine {
 
   // --- store changes -----------------------------------------------------------------------------
 
-  function onRevision(): void {
-    if (closed) return;
-    if (processing) {
-      pending = true;
-      return;
+  const followChanges = coalesce(async () => {
+    try {
+      await processChanges();
+    } catch (err) {
+      if (!closed) logger.error({ err: errorMessage(err) }, 'following store changes for trust scoring failed; will retry on the next change');
     }
-    processing = true;
-    void track(
-      (async () => {
-        try {
-          do {
-            pending = false;
-            await processChanges();
-          } while (pending && !closed);
-        } catch (err) {
-          if (!closed) logger.error({ err: errorMessage(err) }, 'following store changes for trust scoring failed; will retry on the next change');
-        } finally {
-          processing = false;
-        }
-      })(),
-    );
+  }, () => closed);
+
+  function onRevision(): void {
+    void track(followChanges.run());
   }
 
   async function processChanges(): Promise<void> {
@@ -482,16 +463,14 @@ export function createTrustEngine(deps: TrustEngineDeps): TrustEngine {
         })(),
       );
     },
-    async idle(): Promise<void> {
-      while (work.size > 0) await Promise.allSettled([...work]);
-    },
+    idle: () => work.idle(),
     async close(): Promise<void> {
       closed = true;
       unwatch?.();
       unwatch = undefined;
       if (timer !== undefined) timers.clearTimeout(timer);
       timer = undefined;
-      while (work.size > 0) await Promise.allSettled([...work]);
+      await work.idle();
     },
   };
 }

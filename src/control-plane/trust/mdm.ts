@@ -13,6 +13,7 @@ import { systemClock } from '../../lib/clock.ts';
 import { errorMessage, UserError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import { silentLogger } from '../../lib/log.ts';
+import { coalesce, TaskSet } from '../../lib/tasks.ts';
 import { deviceManagerSpec } from '../../lib/spec/device-manager.ts';
 import type { DeviceManagerSpec, SecretRef } from '../../lib/spec/device-manager.ts';
 import { createDeviceManagerAdapter, createMdmSync, managedAdapter } from '../device-managers/index.ts';
@@ -72,23 +73,14 @@ export function createDeviceManagers(deps: DeviceManagersDeps): DeviceManagers {
   const logger = deps.logger ?? silentLogger();
   const running = new Map<string, Running>();
   const invalid = new Map<string, string>();
-  const work = new Set<Promise<unknown>>();
+  const work = new TaskSet();
   let sync: MdmSync | undefined;
   let unwatch: (() => void) | undefined;
-  let reloading = false;
-  let again = false;
   let closed = false;
 
   const adapterDeps = (resolveSecret: (ref: SecretRef) => Promise<string>): AdapterDeps => ({ clock, logger, ...deps.adapterDeps, resolveSecret });
 
-  function track<T>(promise: Promise<T>): Promise<T> {
-    work.add(promise);
-    void promise.then(
-      () => work.delete(promise),
-      () => work.delete(promise),
-    );
-    return promise;
-  }
+  const track = <T>(promise: Promise<T>): Promise<T> => work.track(promise);
 
   async function reload(): Promise<void> {
     const objects = await store.listObjects(DEVICE_MANAGER_KIND);
@@ -117,27 +109,16 @@ export function createDeviceManagers(deps: DeviceManagersDeps): DeviceManagers {
     sync.setAdapters([...running.values()].map((r) => r.entry));
   }
 
-  function onRevision(): void {
-    if (closed) return;
-    if (reloading) {
-      again = true;
-      return;
+  const followSpecs = coalesce(async () => {
+    try {
+      await reload();
+    } catch (err) {
+      if (!closed) logger.error({ err: errorMessage(err) }, 'reading the DeviceManager specs failed; will retry on the next change');
     }
-    reloading = true;
-    void track(
-      (async () => {
-        try {
-          do {
-            again = false;
-            await reload();
-          } while (again && !closed);
-        } catch (err) {
-          if (!closed) logger.error({ err: errorMessage(err) }, 'reading the DeviceManager specs failed; will retry on the next change');
-        } finally {
-          reloading = false;
-        }
-      })(),
-    );
+  }, () => closed);
+
+  function onRevision(): void {
+    void track(followSpecs.run());
   }
 
   return {
@@ -198,13 +179,12 @@ export function createDeviceManagers(deps: DeviceManagersDeps): DeviceManagers {
     },
 
     async idle() {
+      // The sync delivers into work (rescores) and work may start syncs: wait until both are still.
       for (;;) {
         await sync?.idle();
-        if (work.size === 0) {
-          await sync?.idle();
-          if (work.size === 0) return;
-        }
-        await Promise.allSettled([...work]);
+        await work.idle();
+        await sync?.idle();
+        if (!work.busy) return;
       }
     },
 
@@ -212,7 +192,7 @@ export function createDeviceManagers(deps: DeviceManagersDeps): DeviceManagers {
       closed = true;
       unwatch?.();
       unwatch = undefined;
-      while (work.size > 0) await Promise.allSettled([...work]);
+      await work.idle();
       await sync?.close();
       for (const current of running.values()) current.entry.adapter.close();
       running.clear();

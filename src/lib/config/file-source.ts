@@ -5,6 +5,7 @@ import path from 'node:path';
 import { errorCode, errorMessage, UserError } from '../errors.ts';
 import { silentLogger } from '../log.ts';
 import type { Logger } from '../log.ts';
+import { coalesce } from '../tasks.ts';
 import { formatProblems, parseSpecDocuments, validateReferences } from '../spec/index.ts';
 import type { SpecProblem } from '../spec/index.ts';
 import { snapshotFromObjects } from './snapshot.ts';
@@ -51,8 +52,11 @@ export class FileConfigSource implements ConfigSource {
   #watcher: FSWatcher | undefined;
   #poll: NodeJS.Timeout | undefined;
   #debounce: NodeJS.Timeout | undefined;
-  #loading: Promise<void> | undefined;
-  #again = false;
+  /** One read at a time; a change meanwhile asks for exactly one more (../tasks.ts). */
+  readonly #load = coalesce(async () => {
+    await this.#first.catch(() => undefined);
+    await this.#loadOnce();
+  }, () => this.#closed);
   #closed = false;
 
   constructor(opts: FileConfigSourceOptions) {
@@ -88,23 +92,7 @@ export class FileConfigSource implements ConfigSource {
 
   /** Reads the file now (also what a change event or the poll triggers); resolves when done. */
   reload(): Promise<void> {
-    if (this.#closed) return Promise.resolve();
-    if (this.#loading !== undefined) {
-      this.#again = true;
-      return this.#loading;
-    }
-    this.#loading = (async () => {
-      try {
-        await this.#first.catch(() => undefined);
-        do {
-          this.#again = false;
-          await this.#loadOnce();
-        } while (this.#again && !this.#closed);
-      } finally {
-        this.#loading = undefined;
-      }
-    })();
-    return this.#loading;
+    return this.#load.run();
   }
 
   async close(): Promise<void> {
@@ -115,7 +103,7 @@ export class FileConfigSource implements ConfigSource {
     clearTimeout(this.#debounce);
     this.#subscribers.clear();
     await this.#first.catch(() => undefined);
-    await this.#loading;
+    await this.#load.settled();
   }
 
   #startWatching(): void {
