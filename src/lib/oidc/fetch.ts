@@ -1,53 +1,23 @@
 /**
- * Fetching an issuer's discovery document and JWKS: the default `fetch` (node:http(s), so a private
- * issuer's CA can be trusted without touching the process's trust store or environment), and a
- * reader that caps the body and tells an unreachable issuer (retryable) from a misconfigured one.
+ * Fetching an issuer's discovery document and JWKS: the default `fetch` (the shared trusting fetch
+ * over node:http(s), so a private issuer's CA can be trusted without touching the process's trust
+ * store or environment), and a reader that caps the body and tells an unreachable issuer
+ * (retryable) from a misconfigured one.
  */
-import { request as httpRequest } from 'node:http';
-import type { IncomingMessage } from 'node:http';
-import { request as httpsRequest } from 'node:https';
-import { Readable } from 'node:stream';
 import { CausewayError } from '../errors.ts';
+import { createTrustingFetch } from '../net/trusting-fetch.ts';
 
 /** Discovery documents and key sets are a few KiB; anything this large is not one. */
 export const MAX_DOCUMENT_BYTES = 256 * 1024;
 
 /**
- * A `fetch` for GET requests over node:http(s) that trusts `caPem` instead of the system roots when
- * given. It never follows redirects and opens one connection per request (fetches are minutes apart).
+ * A `fetch` for GET requests of JSON that trusts `caPem` instead of the system roots when given.
+ * It never follows redirects and opens one connection per request (fetches are minutes apart); the
+ * body is streamed so that fetchJson caps it (ISSUER_MISCONFIGURED, not a network failure).
  */
 export function createIssuerFetch(options: { caPem?: string } = {}): typeof fetch {
-  return (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
-    const url = new URL(input instanceof Request ? input.url : input);
-    const signal = init?.signal ?? undefined;
-    return new Promise<Response>((resolve, reject) => {
-      const common = { method: 'GET', headers: { accept: 'application/json' }, agent: false as const, signal };
-      const onResponse = (res: IncomingMessage): void => {
-        const status = res.statusCode ?? 0;
-        if (status < 200 || status > 599) {
-          res.destroy();
-          reject(new Error(`unexpected HTTP status ${status}`));
-          return;
-        }
-        const headers = new Headers();
-        for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) {
-          try {
-            headers.append(res.rawHeaders[i], res.rawHeaders[i + 1]);
-          } catch {
-            // A header a Headers object cannot hold is one we do not read.
-          }
-        }
-        const body = status === 204 || status === 304 ? null : (Readable.toWeb(res) as ReadableStream<Uint8Array>);
-        resolve(new Response(body, { status, headers }));
-      };
-      const req =
-        url.protocol === 'https:'
-          ? httpsRequest(url, { ...common, minVersion: 'TLSv1.2', ...(options.caPem === undefined ? {} : { ca: options.caPem }) }, onResponse)
-          : httpRequest(url, common, onResponse);
-      req.on('error', reject);
-      req.end();
-    });
-  };
+  const base = createTrustingFetch({ allowHttp: true, ...(options.caPem === undefined ? {} : { caPem: options.caPem }) });
+  return (input: string | URL | Request, init?: RequestInit): Promise<Response> => base(input, { method: 'GET', headers: { accept: 'application/json' }, signal: init?.signal ?? null });
 }
 
 export interface FetchedJson {
