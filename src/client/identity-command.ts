@@ -11,6 +11,7 @@
  * kubectl shows the user.
  */
 import { spawn } from 'node:child_process';
+import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import type { Command } from 'commander';
@@ -19,7 +20,7 @@ import { CausewayError, UserError, errorCode, errorMessage } from '../lib/errors
 import { systemClock } from '../lib/clock.ts';
 import type { Clock } from '../lib/clock.ts';
 import { SessionStore, causewayHome, connectionError, createTrustingFetch, freshSession, kubeToken, notLoggedIn, revokeSession } from '../lib/session/index.ts';
-import type { FetchLike, Session } from '../lib/session/index.ts';
+import type { ClientCertificate, FetchLike, Session } from '../lib/session/index.ts';
 import type { DeviceIo } from './device-command.ts';
 import { DeviceFiles } from './device-files.ts';
 
@@ -296,6 +297,28 @@ async function runWhoami(output: string, io: IdentityIo): Promise<void> {
   for (const [key, value] of rows) io.out(`${`${key}:`.padEnd(12)}${value}`);
 }
 
+/**
+ * This machine's device certificate and key (device.crt, device.key) when device.json says they are
+ * registered at `server`: the token exchange presents them, so the kube ID token names the device.
+ * Anything missing, unreadable or not matching: none (the token then has no device).
+ */
+function deviceCredentials(home: string): (server: string) => Promise<ClientCertificate | undefined> {
+  return async (server) => {
+    const files = new DeviceFiles({ home });
+    const state = await files.readState();
+    if (state === undefined || state.server !== server) return undefined;
+    const certPem = await files.readDeviceCert();
+    const key = await files.readKey();
+    if (certPem === undefined || key === undefined) return undefined;
+    try {
+      if (!new X509Certificate(certPem).checkPrivateKey(createPrivateKey(key.privateKeyPem))) return undefined;
+    } catch {
+      return undefined;
+    }
+    return { certPem, keyPem: key.privateKeyPem };
+  };
+}
+
 /** RFC 3339 in UTC without fractional seconds, as Kubernetes writes times. */
 function rfc3339(ms: number): string {
   return new Date(Math.floor(ms / 1000) * 1000).toISOString().replace('.000Z', 'Z');
@@ -304,7 +327,8 @@ function rfc3339(ms: number): string {
 async function runKubeCredential(cluster: string, io: IdentityIo): Promise<void> {
   try {
     if (cluster === '' || /[\s/]/.test(cluster)) throw new UserError('BAD_FLAGS', `"${printable(cluster)}" is not a cluster name; pass the Kubernetes service's clusterName with --cluster`);
-    const token = await kubeToken(storeFor(io), cluster, sessionDeps(io));
+    const store = storeFor(io);
+    const token = await kubeToken(store, cluster, { ...sessionDeps(io), deviceCredentials: deviceCredentials(store.home) });
     io.out(JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status: { token: token.token, expirationTimestamp: rfc3339(token.expiresAt) } }));
   } catch (err) {
     // kubectl shows the plugin's stderr to the user: one line that says what to do.

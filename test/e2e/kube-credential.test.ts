@@ -180,11 +180,13 @@ after(async () => {
 void describe('kubectl with causeway kube-credential against a real control plane', () => {
   let home: string;
 
-  void test('causeway login --user --password-stdin, then every kubectl gets pods with the plugin\'s token, verified against Causeway\'s JWKS; later calls use the cached token', async () => {
+  void test('causeway login --user --password-stdin, then every kubectl gets pods with the plugin\'s token, verified against Causeway\'s JWKS and naming the logged-in device; later calls use the cached token', async () => {
     home = join(dir, 'home-password');
     const login = await ok(['login', publicUrl, '--ca-file', caFile, '--user', 'alice', '--password-stdin'], { env: { CAUSEWAY_HOME: home }, stdin: `${PASSWORD}\n` });
     assert.match(login.stderr, /Logged in to https:\/\/localhost:\d+ as alice/);
     assert.ok(kube !== undefined);
+    // The login registered this machine; kube-credential presents its device certificate in the token exchange.
+    const device = JSON.parse(await readFile(join(home, 'device.json'), 'utf8')) as { id: string };
 
     const before = await exchanges();
     const kubeconfig = kubeconfigFor(home, 'password');
@@ -196,6 +198,11 @@ void describe('kubectl with causeway kube-credential against a real control plan
         assert.match(got.stdout, /^pod\/web-0$/m);
         const seen: RecordedRequest | undefined = kube.requests.find((r) => r.path === '/api/v1/namespaces/default/pods');
         assert.deepEqual(seen?.user, { user: 'alice@example.com', groups: ['eng', 'system:authenticated'] }, `kubectl ${kubectl.version} round ${round}`);
+        const bearer = /^Bearer (\S+)$/.exec(String(seen?.headers.authorization ?? ''));
+        assert.ok(bearer !== null, 'kubectl sent a bearer token');
+        const sent = jwtPayload(bearer[1]);
+        assert.equal(sent.device, device.id, 'the ID token kubectl sent names the logged-in device');
+        assert.equal(typeof sent.device_trust, 'string', 'and carries its trust level');
       }
     }
     assert.equal((await exchanges()) - before, 1, 'one token exchange; every later call used the cached token');

@@ -19,6 +19,14 @@ void describe('mapClaims', () => {
     assert.deepEqual(mapClaims({ email: 'ada@example.com' }).groups, [AUTHENTICATED_GROUP]);
   });
 
+  void test('exposes the device a Causeway kube token names, beside (never among) the groups; an unusable value is left out', () => {
+    const mapped = mapClaims({ email: 'ada@example.com', groups: ['eng'], device: '3f1c2d9e-0000-4000-8000-000000000001', device_trust: 'Trusted' });
+    assert.deepEqual(mapped, { username: 'ada@example.com', groups: ['eng', AUTHENTICATED_GROUP], droppedGroups: [], device: '3f1c2d9e-0000-4000-8000-000000000001' });
+    for (const device of ['', 42, ['d'], 'd\nX-Injected: 1', 'x'.repeat(201)]) {
+      assert.equal(Object.hasOwn(mapClaims({ email: 'ada@example.com', device }), 'device'), false, JSON.stringify(device));
+    }
+  });
+
   void test('takes other claims and prefixes', () => {
     const mapped = mapClaims({ sub: '1234', roles: 'admins' }, { usernameClaim: 'sub', groupsClaim: 'roles', usernamePrefix: 'oidc:', groupsPrefix: 'oidc:' });
     assert.deepEqual(mapped, { username: 'oidc:1234', groups: ['oidc:admins', AUTHENTICATED_GROUP], droppedGroups: [] });

@@ -25,6 +25,12 @@ export interface MappedIdentity {
   groups: string[];
   /** Group names the IdP sent that were refused (reserved or with control characters), for the audit record. */
   droppedGroups: string[];
+  /**
+   * The device the token names (Causeway's kube ID tokens carry `device` when kube-credential ran on a
+   * registered device), for the audit record and device checks; never a Kubernetes group or user.
+   * Absent when the token names none (or an unusable value).
+   */
+  device?: string;
 }
 
 export const AUTHENTICATED_GROUP = 'system:authenticated';
@@ -82,5 +88,7 @@ export function mapClaims(claims: Record<string, unknown>, mapping: ClaimMapping
     else groups.add(group);
   }
   groups.add(AUTHENTICATED_GROUP);
-  return { username, groups: [...groups], droppedGroups };
+  const device = Object.hasOwn(claims, 'device') ? claims['device'] : undefined;
+  const usableDevice = typeof device === 'string' && device.length > 0 && device.length <= 200 && !CONTROL_RE.test(device);
+  return { username, groups: [...groups], droppedGroups, ...(usableDevice ? { device } : {}) };
 }

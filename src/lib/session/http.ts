@@ -15,6 +15,14 @@ export interface TrustingFetchOptions {
   /** PEM of the CA(s) to trust instead of the system roots. */
   caPem?: string;
   timeoutMs?: number;
+  /** A TLS client certificate to present (the device certificate, for the token exchange). */
+  clientCert?: ClientCertificate;
+}
+
+/** A client certificate and its private key (PEM). */
+export interface ClientCertificate {
+  certPem: string;
+  keyPem: string;
 }
 
 export type FetchLike = (url: string | URL, init?: { method?: string; headers?: Record<string, string> | Headers; body?: unknown; signal?: AbortSignal | null; redirect?: string }) => Promise<Response>;
@@ -53,6 +61,7 @@ export function createTrustingFetch(options: TrustingFetchOptions = {}): FetchLi
           timeout: timeoutMs,
           ...(init.signal === null || init.signal === undefined ? {} : { signal: init.signal }),
           ...(options.caPem === undefined ? {} : { ca: options.caPem }),
+          ...(options.clientCert === undefined ? {} : { cert: options.clientCert.certPem, key: options.clientCert.keyPem }),
         },
         (res: IncomingMessage) => {
           const chunks: Buffer[] = [];

@@ -6,6 +6,7 @@ export { SessionStore, causewayHome, parseSession, SESSION_VERSION } from './sto
 export type { KubeToken, Session, SessionStoreOptions, SessionUser } from './store.ts';
 export {
   ACCESS_TOKEN_TYPE,
+  DEVICE_REFUSED,
   ID_TOKEN_TYPE,
   MIN_VALIDITY_MS,
   OAuthError,
@@ -21,4 +22,4 @@ export {
 } from './tokens.ts';
 export type { KubeTokenResult, SessionDeps } from './tokens.ts';
 export { createTrustingFetch, connectionError } from './http.ts';
-export type { FetchLike, TrustingFetchOptions } from './http.ts';
+export type { ClientCertificate, FetchLike, TrustingFetchOptions } from './http.ts';

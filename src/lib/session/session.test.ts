@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SessionStore, causewayHome, freshSession, jwtPayload, kubeToken, revokeSession, tokenRequest, createTrustingFetch, MIN_VALIDITY_MS } from './index.ts';
-import type { Session } from './index.ts';
+import type { ClientCertificate, FetchLike, Session } from './index.ts';
+import { CertificateAuthority, issueKeyAndCert } from '../pki/index.ts';
 import { startTestProvider } from './test-provider.testing.ts';
 import type { TestProvider } from './test-provider.testing.ts';
 
@@ -258,6 +259,49 @@ void describe('kube tokens', () => {
     const store = new SessionStore({ home: newHome() });
     await store.write(await login());
     await assert.rejects(kubeToken(store, 'staging'), (err: Error & { code?: string }) => err.code === 'UNKNOWN_CLUSTER' && /--cluster/.test(err.message));
+  });
+
+  void test('the token exchange presents this machine\'s device certificate for the session\'s server, asked only when a new token is needed', async () => {
+    const store = new SessionStore({ home: newHome() });
+    await store.write(await login());
+    const device = await issueKeyAndCert(await CertificateAuthority.create(), { type: 'device', identity: { device: 'dev-1' } });
+    const asked: string[] = [];
+    const presented: Array<ClientCertificate | undefined> = [];
+    const deps = {
+      deviceCredentials: (server: string): Promise<ClientCertificate | undefined> => {
+        asked.push(server);
+        return Promise.resolve({ certPem: device.certPem, keyPem: device.keyPem });
+      },
+      fetchFor: (caPem: string | undefined, clientCert?: ClientCertificate): FetchLike => {
+        presented.push(clientCert);
+        return createTrustingFetch({ ...(caPem === undefined ? {} : { caPem }), ...(clientCert === undefined ? {} : { clientCert }) });
+      },
+    };
+    const first = await kubeToken(store, 'prod', deps);
+    assert.equal(first.cached, false);
+    assert.deepEqual(asked, [idp.issuer]);
+    assert.deepEqual(presented, [{ certPem: device.certPem, keyPem: device.keyPem }]);
+    const second = await kubeToken(store, 'prod', deps);
+    assert.equal(second.cached, true);
+    assert.equal(asked.length, 1);
+    assert.ok(Object.hasOwn((await store.read())?.kubeTokens ?? {}, 'prod'));
+  });
+
+  void test('a token exchange refused over the device certificate says why, not "log in again", and refreshes nothing', async () => {
+    const store = new SessionStore({ home: newHome() });
+    const session = await login();
+    await store.write(session);
+    let calls = 0;
+    const refusing: FetchLike = () => {
+      calls += 1;
+      return Promise.resolve(new Response(JSON.stringify({ error: 'invalid_grant', error_description: 'device_refused: this device is banned; ask an admin' }), { status: 400, headers: { 'content-type': 'application/json' } }));
+    };
+    await assert.rejects(
+      kubeToken(store, 'prod', { deviceCredentials: () => Promise.resolve({ certPem: 'c', keyPem: 'k' }), fetchFor: () => refusing }),
+      (err: Error & { code?: string }) => err.code === 'DEVICE_REFUSED' && /banned; ask an admin/.test(err.message) && err.message.includes(idp.issuer),
+    );
+    assert.equal(calls, 1);
+    assert.equal((await store.read())?.refreshToken, session.refreshToken);
   });
 
   void test('a disabled user gets no kube token and is told to log in again', async () => {

@@ -12,7 +12,7 @@ import { CausewayError, UserError } from '../errors.ts';
 import { systemClock } from '../clock.ts';
 import type { Clock } from '../clock.ts';
 import { createTrustingFetch } from './http.ts';
-import type { FetchLike } from './http.ts';
+import type { ClientCertificate, FetchLike } from './http.ts';
 import type { KubeToken, Session, SessionStore, SessionUser } from './store.ts';
 
 /** Tokens with less than this left are renewed first. */
@@ -24,9 +24,21 @@ export const ID_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:id_token';
 
 export interface SessionDeps {
   clock?: Clock;
-  /** The fetch to reach the server with, given the session's CA; default createTrustingFetch. */
-  fetchFor?: (caPem: string | undefined) => FetchLike;
+  /**
+   * The fetch to reach the server with, given the session's CA (and, for the token exchange, this
+   * machine's device certificate when there is one); default createTrustingFetch.
+   */
+  fetchFor?: (caPem: string | undefined, clientCert?: ClientCertificate) => FetchLike;
+  /**
+   * This machine's device certificate and key for `server` (the session's), presented over TLS in the
+   * token exchange so the kube ID token carries the device; undefined when the machine has none for
+   * that server. Asked only when a new kube token is needed. From the command module (src/client).
+   */
+  deviceCredentials?: (server: string) => Promise<ClientCertificate | undefined>;
 }
+
+/** The start of the token exchange's error_description when the server refused the device certificate. */
+export const DEVICE_REFUSED = 'device_refused';
 
 /** An OAuth error answer from the token (or revocation) endpoint. */
 export class OAuthError extends CausewayError {
@@ -50,8 +62,9 @@ export function notLoggedIn(server: string | undefined): UserError {
     : new UserError('NOT_LOGGED_IN', `not logged in to ${server} (or the session expired): run causeway login ${server}`);
 }
 
-function fetchOf(deps: SessionDeps, session: Pick<Session, 'caPem'>): FetchLike {
-  return (deps.fetchFor ?? ((caPem) => createTrustingFetch(caPem === undefined ? {} : { caPem })))(session.caPem);
+function fetchOf(deps: SessionDeps, session: Pick<Session, 'caPem'>, clientCert?: ClientCertificate): FetchLike {
+  if (deps.fetchFor !== undefined) return clientCert === undefined ? deps.fetchFor(session.caPem) : deps.fetchFor(session.caPem, clientCert);
+  return createTrustingFetch({ ...(session.caPem === undefined ? {} : { caPem: session.caPem }), ...(clientCert === undefined ? {} : { clientCert }) });
 }
 
 /** POSTs a form to the token endpoint; the JSON answer on 200, else OAuthError. */
@@ -186,8 +199,10 @@ export async function kubeToken(store: SessionStore, cluster: string, deps: Sess
       refreshed = true;
       await store.write(session);
     }
+    // This machine's device certificate, when it has one for this server: the token then names the device.
+    const device = deps.deviceCredentials === undefined ? undefined : await deps.deviceCredentials(session.server).catch(() => undefined);
     const exchange = (s: Session): Promise<Record<string, unknown>> =>
-      tokenRequest(fetchOf(deps, s), s.tokenEndpoint, {
+      tokenRequest(fetchOf(deps, s, device), s.tokenEndpoint, {
         grant_type: TOKEN_EXCHANGE_GRANT,
         client_id: s.clientId,
         subject_token: s.accessToken,
@@ -202,6 +217,7 @@ export async function kubeToken(store: SessionStore, cluster: string, deps: Sess
       if (err instanceof OAuthError && err.error === 'invalid_target') {
         throw new UserError('UNKNOWN_CLUSTER', `${session.server} has no Kubernetes service for cluster "${cluster.slice(0, 100)}"; check --cluster (the service's spec.kubernetes.clusterName)`);
       }
+      throwIfDeviceRefused(err, session.server);
       if (!(err instanceof OAuthError && err.error === 'invalid_grant')) throw err;
       // The access token was refused before its time (revoked, or the server restarted without it):
       // one refresh, then one more try; a refused refresh means logging in again.
@@ -211,6 +227,7 @@ export async function kubeToken(store: SessionStore, cluster: string, deps: Sess
       try {
         json = await exchange(session);
       } catch (second) {
+        throwIfDeviceRefused(second, session.server);
         if (second instanceof OAuthError && second.error === 'invalid_grant') throw notLoggedIn(session.server);
         throw second;
       }
@@ -230,6 +247,13 @@ export async function kubeToken(store: SessionStore, cluster: string, deps: Sess
     await store.write({ ...session, kubeTokens });
     return { ...token, cached: false };
   });
+}
+
+/** A token exchange refused over the device certificate is not a dead session: say what the server said. */
+function throwIfDeviceRefused(err: unknown, server: string): void {
+  if (!(err instanceof OAuthError) || err.error !== 'invalid_grant' || err.description?.startsWith(`${DEVICE_REFUSED}:`) !== true) return;
+  const why = err.description.slice(DEVICE_REFUSED.length + 1).trim().slice(0, 300);
+  throw new UserError('DEVICE_REFUSED', `${server} refused this machine's device certificate: ${why}`);
 }
 
 /**
