@@ -5,6 +5,8 @@
  * certificate come from files under `$CAUSEWAY_HOME` (default `~/.config/causeway`): `services.yaml`
  * (Service and AccessTier documents), `trust.crt`, `trust.key` and `ca.crt`; flags override each path.
  * The trust files are re-read whenever they change, so a renewed certificate applies to the next connection.
+ * With the default trust files, the trust certificate is renewed (trust-renewal.ts) and this machine's
+ * posture reported every few minutes (posture-reporting.ts, `--posture-interval`) while the proxy runs.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -22,7 +24,9 @@ import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { defaultDeviceIo, deviceContext } from './device-command.ts';
 import type { DeviceIo } from './device-command.ts';
 import { proxyModeFor, startClientProxy } from './proxy.ts';
-import { startTrustRenewal } from './trust-renewal.ts';
+import { DEFAULT_REPORT_INTERVAL_MS, startPostureReporting } from './posture-reporting.ts';
+import type { PostureReporting, PostureReportingOptions } from './posture-reporting.ts';
+import { renewalTime, startTrustRenewal } from './trust-renewal.ts';
 import type { Timers, TrustRenewal } from './trust-renewal.ts';
 import type { ClientProxy, TrustMaterial } from './proxy.ts';
 
@@ -34,8 +38,17 @@ export interface ProxyCommandIo {
   print: (line: string) => void;
   /** Called once the proxy listens; the default closes it on SIGTERM/SIGINT. */
   onStarted: (proxy: ClientProxy, logger: Logger) => void;
-  /** Replaces parts of the trust renewal's io (tests); `renewal` receives the running renewal. */
-  device?: Partial<DeviceIo> & { timers?: Timers; onRenewal?: (renewal: TrustRenewal) => void };
+  /**
+   * Replaces parts of the trust renewal's and the posture reports' io (tests): `timers` schedule both,
+   * `reporting` tunes the periodic reports (its `clock` schedules them; reports are signed with `clock`),
+   * `onRenewal` / `onReporting` receive the running ones.
+   */
+  device?: Partial<DeviceIo> & {
+    timers?: Timers;
+    reporting?: Partial<Pick<PostureReportingOptions, 'clock' | 'firstDelayMs' | 'jitter' | 'random' | 'onReport'>>;
+    onRenewal?: (renewal: TrustRenewal) => void;
+    onReporting?: (reporting: PostureReporting) => void;
+  };
 }
 
 const defaultIo: ProxyCommandIo = {
@@ -51,6 +64,7 @@ interface ProxyFlags {
   cert?: string;
   key?: string;
   ca?: string;
+  postureInterval: number;
   logLevel: string;
 }
 
@@ -65,6 +79,7 @@ export function registerProxyCommand(program: Command, io: Partial<ProxyCommandI
     .option('--cert <file>', 'the trust certificate (default: $CAUSEWAY_HOME/trust.crt)')
     .option('--key <file>', "the trust certificate's key (default: $CAUSEWAY_HOME/trust.key)")
     .option('--ca <file>', 'the Causeway CA certificate (default: $CAUSEWAY_HOME/ca.crt)')
+    .option('--posture-interval <minutes>', "while it runs with the default trust files, report this machine's posture this often", parseMinutesFlag, DEFAULT_REPORT_INTERVAL_MS / 60_000)
     .option('--log-level <level>', 'log level for the JSON logs on stderr (debug, info, warn, error)', 'warn')
     .action(async (serviceName: string, flags: ProxyFlags) => {
       await runProxy(serviceName, flags, deps);
@@ -100,13 +115,68 @@ async function runProxy(serviceName: string, flags: ProxyFlags, io: ProxyCommand
     throw err;
   }
   io.print(startLine(service, proxy.port()));
-  io.onStarted(proxy, logger);
-  // The trust certificate in $CAUSEWAY_HOME is renewed while the proxy runs (files given by flags are the user's to manage).
-  if (flags.cert === undefined && flags.key === undefined) {
-    const deviceIo: DeviceIo = { ...defaultDeviceIo, env: io.env, homedir: io.homedir, ...io.device };
-    const renewal = await startTrustRenewal({ ctx: deviceContext(deviceIo), clock: deviceIo.clock, logger, ...(io.device?.timers === undefined ? {} : { timers: io.device.timers }) });
-    io.device?.onRenewal?.(renewal);
+  // While the proxy runs with the trust files in $CAUSEWAY_HOME (files given by flags are the user's to
+  // manage), the trust certificate is renewed and this machine's posture is reported every few minutes.
+  const background: Array<{ close(): void | Promise<void> }> = [];
+  try {
+    if (flags.cert === undefined && flags.key === undefined) {
+      const deviceIo: DeviceIo = { ...defaultDeviceIo, env: io.env, homedir: io.homedir, ...io.device };
+      const ctx = deviceContext(deviceIo);
+      const timers = io.device?.timers === undefined ? {} : { timers: io.device.timers };
+      const renewal = await startTrustRenewal({ ctx, clock: deviceIo.clock, logger, ...timers });
+      background.push(renewal);
+      io.device?.onRenewal?.(renewal);
+      const scheduleClock = io.device?.reporting?.clock ?? deviceIo.clock;
+      const reporting = startPostureReporting({
+        ...io.device?.reporting,
+        ctx,
+        clock: scheduleClock,
+        logger,
+        ...timers,
+        intervalMs: flags.postureInterval * 60_000,
+        // A report that newly allows a trust certificate renews it at once (e.g. back from AlwaysDeny); the
+        // first report only when the certificate held is due or gone (else the renewal's own schedule stands).
+        onTrustAllowed: async (_trust, first) => {
+          if (first) {
+            const held = await ctx.files.readTrust().catch(() => undefined);
+            if (held !== undefined && renewalTime(held) > deviceIo.clock.now()) return;
+          }
+          await renewal.renewNow();
+        },
+      });
+      background.unshift(reporting);
+      io.device?.onReporting?.(reporting);
+    }
+  } catch (err) {
+    for (const part of background) await part.close();
+    await proxy.close();
+    throw err;
   }
+  io.onStarted(withBackground(proxy, background), logger);
+}
+
+/** The proxy, whose close() (and destroy()) first stops what runs beside it: posture reports, trust renewal. */
+function withBackground(proxy: ClientProxy, background: Array<{ close(): void | Promise<void> }>): ClientProxy {
+  if (background.length === 0) return proxy;
+  const stopBackground = async (): Promise<void> => {
+    for (const part of background) await part.close();
+  };
+  const close = async (): Promise<void> => {
+    await stopBackground();
+    await proxy.close();
+  };
+  return {
+    mode: proxy.mode,
+    port: () => proxy.port(),
+    addresses: () => proxy.addresses(),
+    stats: () => proxy.stats(),
+    close,
+    destroy: () => {
+      void stopBackground().catch(() => undefined);
+      proxy.destroy();
+    },
+    [Symbol.asyncDispose]: close,
+  };
 }
 
 /** The line printed once the proxy listens: what to run next. */
@@ -172,6 +242,11 @@ export function chooseListenPort(service: ServiceSpec, requested: number | undef
     );
   }
   return requested;
+}
+
+function parseMinutesFlag(value: string): number {
+  if (!/^[0-9]{1,3}(\.[0-9]+)?$/.test(value) || Number(value) < 1 || Number(value) > 60) throw new InvalidArgumentError('must be a number of minutes from 1 to 60');
+  return Number(value);
 }
 
 function parsePortFlag(value: string): number {
