@@ -34,6 +34,8 @@ interface Refusal {
   reason: string;
   message: string;
   detail?: string;
+  /** What the user can act on, shown after the reason (see formatConnectResponse). */
+  hints?: string[];
 }
 
 /** Entry point: never throws and never rejects; a bug costs this connection only (AT-07). */
@@ -169,7 +171,9 @@ async function proceed(socket: TLSSocket, ctx: AccessTierContext, a: Admitted): 
   if (!decision.allow) {
     // deny() records and publishes the denial: one decision, one message on the channel.
     const reason = decision.reasons[0] ?? 'policy-denied';
-    deny(decision.reasons.length > 0 ? decision.reasons : ['policy-denied'], { status: 403, reason, message: 'access denied by policy' });
+    // The user sees which level is needed, which they have and the failing trust factors: what they can fix.
+    const hints = decision.reasons.slice(1).filter((r) => /^(needs|has|trust):/.test(r));
+    deny(decision.reasons.length > 0 ? decision.reasons : ['policy-denied'], { status: 403, reason, message: 'access denied by policy', hints });
     return;
   }
   const verdict = eventDecision(decision);
@@ -337,7 +341,7 @@ function backendMessage(reason: string): string {
 /** Answers a refused CONNECT and closes; a client that keeps the socket open is cut after lingerMs. */
 function refuse(socket: TLSSocket, refusal: Refusal, lingerMs: number): void {
   if (socket.destroyed) return;
-  socket.end(formatConnectResponse(refusal.status, refusal.reason, refusal.message));
+  socket.end(formatConnectResponse(refusal.status, refusal.reason, refusal.message, refusal.hints));
   socket.resume();
   const timer = setTimeout(() => socket.destroy(), lingerMs);
   timer.unref();

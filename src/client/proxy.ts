@@ -275,7 +275,7 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     });
   };
 
-  const refuse = (conn: LiveConnection, status: number, reason: string, message: string): void => {
+  const refuse = (conn: LiveConnection, status: number, reason: string, message: string, hints?: readonly string[]): void => {
     stats.refused += 1;
     conn.phase = 'done';
     clearTimeout(conn.timer);
@@ -283,7 +283,7 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     const { client } = conn;
     client.removeAllListeners('data');
     if (client.destroyed) return;
-    client.end(formatConnectResponse(status, reason, message));
+    client.end(formatConnectResponse(status, reason, message, hints));
     // Drain whatever else the client sends so its FIN is seen and the socket closes without an RST that
     // could discard the answer; the linger timer ends clients that never close.
     client.resume();
@@ -393,14 +393,14 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
       socket.off('end', onEnd);
       socket.off('close', onEnd);
     };
-    const passError = (a: { status: number; reason?: string; headLength: number; bodyLength: number }, complete: boolean): void => {
+    const passError = (a: { status: number; reason?: string; hints?: string[]; headLength: number; bodyLength: number }, complete: boolean): void => {
       finish();
       const body = buf.subarray(a.headLength, a.headLength + Math.min(a.bodyLength, MAX_ERROR_BODY_BYTES));
       const status = a.status >= 400 && a.status <= 599 ? a.status : 502;
       const reason = a.reason === undefined ? 'access-tier-refused' : sanitiseReason(a.reason);
       const text = sanitiseText(body.toString('utf8')) || (complete ? `The access tier answered ${a.status}.` : `The access tier answered ${a.status} and closed.`);
       logger.info({ id: conn.id, status: a.status, reason }, 'access tier refused the CONNECT');
-      refuse(conn, status, reason, text);
+      refuse(conn, status, reason, text, a.hints);
     };
     const onData = (chunk: Buffer): void => {
       buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
@@ -418,7 +418,7 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
           failUpstream(conn, new UpstreamFailure(502, 'access-tier-bad-response', `The access tier at ${config.accessTierAddress} sent an answer that is not HTTP/1.1.`));
           return;
         }
-        answered = { status: parsed.status, reason: parsed.reason, headLength: parsed.headLength, bodyLength: parsed.bodyLength };
+        answered = { status: parsed.status, reason: parsed.reason, ...(parsed.hints === undefined ? {} : { hints: parsed.hints }), headLength: parsed.headLength, bodyLength: parsed.bodyLength };
         if (parsed.status === 200) {
           finish();
           socket.pause();

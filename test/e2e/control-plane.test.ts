@@ -278,8 +278,9 @@ void describe(`the system joined to a control plane (kubectl ${bin?.version ?? '
 
     const edit = await cp.put('/api/v1/objects/policy/k8s', doc('Policy', 'k8s', { access: [{ roles: ['auditors'], trustLevel: 'Medium' }] }));
     assert.equal(edit.status, 200, JSON.stringify(edit.body));
-    const exit = await within(10_000, 'kubectl get -w ending after the policy edit', watch.exited);
-    assert.ok(exit.code !== 0 || exit.signal !== null);
+    // kubectl's exit code is not asserted: Go's watch decoder treats a cut stream as the watch ending and
+    // kubectl sometimes exits 0; what matters is that it ends, nothing stays live and the next request is denied.
+    await within(10_000, 'kubectl get -w ending after the policy edit', watch.exited);
     assert.equal(system.accessTier.liveConnections().length, 0);
 
     const denied = await system.kubectl(['get', 'pods']);

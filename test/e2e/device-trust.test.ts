@@ -8,7 +8,8 @@
  *   firewall the effect Low; the policy needs Medium. The test then reports chosen factors, signed
  *   with the device key the CLI made (src/lib/posture signPostureReport, after a nonce), as
  *   `causeway device report` does: firewall on → High, `kubectl get pods -w` runs; firewall off →
- *   the watch is cut, the next kubectl is refused (`Forbidden: trust-too-low`) and the access event
+ *   the watch is cut, the next kubectl is refused naming the factor
+ *   (`Forbidden: trust-too-low (needs:Medium has:Low trust:firewall-off)`) and the access event
  *   names the factor (`trust:firewall-off`); firewall on again → access returns, no new login.
  * - MDM: a DeviceManager of type intune points at the fake Intune (https, its CA as caPem); a
  *   TrustProfile makes an unmet mdmCompliant AlwaysDeny. The device (logged in by the same commands
@@ -133,7 +134,8 @@ void describe('a compliant device keeps access; a failing posture report cuts it
 
       const denied = await kubectlThrough(bin, setup, ['get', 'pods']);
       assert.notEqual(denied.code, 0);
-      assert.match(denied.stderr, /Forbidden: trust-too-low/);
+      // kubectl shows the failing factor and what is needed, not only the code.
+      assert.match(denied.stderr, /Forbidden: trust-too-low \(needs:Medium has:Low trust:firewall-off\)/);
       const event = await system.waitForEvent(
         { device: deviceId, decision: 'deny', service: SERVICE, since },
         (e) => e.reasons[0] === 'trust-too-low' && e.reasons.includes('trust:firewall-off'),

@@ -265,6 +265,27 @@ void describe('formatConnectResponse', () => {
     );
   });
 
+  void test('puts what the user can act on after the reason, in the phrase kubectl prints and in X-Causeway-Hints, and the parser reads them back', () => {
+    const out = formatConnectResponse(403, 'trust-too-low', 'access denied by policy', ['needs:Medium', 'has:Low', 'trust:firewall-off']);
+    const text = out.toString('utf8');
+    assert.ok(text.startsWith('HTTP/1.1 403 Forbidden: trust-too-low (needs:Medium has:Low trust:firewall-off)\r\n'), text);
+    assert.match(text, /\r\nX-Causeway-Hints: needs:Medium has:Low trust:firewall-off\r\n/);
+    const parsed = parseConnectResponseHead(out);
+    assert.equal(parsed.state, 'done');
+    if (parsed.state === 'done') {
+      assert.equal(parsed.reason, 'trust-too-low');
+      assert.deepEqual(parsed.hints, ['needs:Medium', 'has:Low', 'trust:firewall-off']);
+    }
+  });
+
+  void test('LP-06 hints with spaces, parentheses, CR or LF stay one word each and never start a header; at most eight are sent', () => {
+    const hints = ['trust:a b', 'x)\r\nSet-Cookie: y=1', ...Array.from({ length: 10 }, (_, i) => `h${i}`)];
+    const text = formatConnectResponse(403, 'trust-too-low', undefined, hints).toString('utf8');
+    const head = text.slice(0, text.indexOf('\r\n\r\n')).split('\r\n');
+    assert.equal(head[0], 'HTTP/1.1 403 Forbidden: trust-too-low (trust:a-b x---Set-Cookie:-y-1 h0 h1 h2 h3 h4 h5)');
+    assert.ok(!head.some((l) => l.startsWith('Set-Cookie')));
+  });
+
   void test('uses the status text as the body when no message is given, and omits the reason header when none is given', () => {
     const text = formatConnectResponse(502).toString('utf8');
     assert.ok(text.startsWith('HTTP/1.1 502 Bad Gateway\r\n'));

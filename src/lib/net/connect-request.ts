@@ -81,17 +81,18 @@ export function parseConnectHead(buf: Buffer, limits?: HeadLimits): ConnectParse
 
 export type ConnectResponseParse =
   | { state: 'incomplete' }
-  | { state: 'done'; status: number; reason?: string; headers: Array<[string, string]>; headLength: number; bodyLength: number }
+  | { state: 'done'; status: number; reason?: string; hints?: string[]; headers: Array<[string, string]>; headLength: number; bodyLength: number }
   | { state: 'error'; code: string; message: string };
 
 /**
  * Parses the answer to a CONNECT (what the access tier sent back to the client proxy). `reason` is
- * the X-Causeway-Reason header. `bodyLength` is the Content-Length of a non-2xx answer (0 when
+ * the X-Causeway-Reason header, `hints` the words of X-Causeway-Hints. `bodyLength` is the Content-Length of a non-2xx answer (0 when
  * absent); a 2xx answer to CONNECT has no body, whatever it claims, and its tunnel starts at `headLength`.
  */
 export function parseConnectResponseHead(buf: Buffer, limits?: HeadLimits): ConnectResponseParse {
   let status = 0;
   let reason: string | undefined;
+  let hints: string[] | undefined;
   let contentLength: number | undefined;
   const scan = scanHead(
     buf,
@@ -116,15 +117,22 @@ export function parseConnectResponseHead(buf: Buffer, limits?: HeadLimits): Conn
         contentLength = Number(value);
       }
       if (lowerName === 'x-causeway-reason') reason = value;
+      if (lowerName === 'x-causeway-hints') hints = value.split(' ').filter((h) => h !== '');
       return undefined;
     },
   );
   if (scan.state === 'incomplete') return scan;
   if (scan.state === 'error') return { state: 'error', code: scan.code, message: scan.message };
   const bodyLength = status >= 200 && status <= 299 ? 0 : (contentLength ?? 0);
-  return reason === undefined
-    ? { state: 'done', status, headers: scan.headers, headLength: scan.headLength, bodyLength }
-    : { state: 'done', status, reason, headers: scan.headers, headLength: scan.headLength, bodyLength };
+  return {
+    state: 'done',
+    status,
+    ...(reason === undefined ? {} : { reason }),
+    ...(hints === undefined || hints.length === 0 ? {} : { hints }),
+    headers: scan.headers,
+    headLength: scan.headLength,
+    bodyLength,
+  };
 }
 
 const ESTABLISHED = Buffer.from('HTTP/1.1 200 Connection established\r\n\r\n', 'latin1');
@@ -134,10 +142,12 @@ const MAX_MESSAGE_LENGTH = 1024;
 /**
  * The answer to a CONNECT. 2xx: a bare status line (`HTTP/1.1 200 Connection established`), after
  * which the tunnel starts. Anything else: a short text/plain body with `message` (default: the
- * status text), `X-Causeway-Reason: <reason>` when given, and `Connection: close`. Reason and
- * message are sanitised: no CR, LF or other control character ever reaches the wire.
+ * status text), `X-Causeway-Reason: <reason>` when given, and `Connection: close`. `hints` are what
+ * the user can act on (`needs:Medium`, `has:Low`, `trust:firewall-off`): they follow the reason in the
+ * phrase, in parentheses, and in `X-Causeway-Hints`. Reason, hints and message are sanitised: no CR,
+ * LF or other control character ever reaches the wire.
  */
-export function formatConnectResponse(status: number, reason?: string, message?: string): Buffer {
+export function formatConnectResponse(status: number, reason?: string, message?: string, hints?: readonly string[]): Buffer {
   if (!Number.isInteger(status) || status < 200 || status > 599) throw new CausewayError('invalid-status', `formatConnectResponse: ${status} is not a final HTTP status`);
   if (status === 200) return Buffer.from(ESTABLISHED);
   const text = STATUS_CODES[status] ?? 'Error';
@@ -146,11 +156,14 @@ export function formatConnectResponse(status: number, reason?: string, message?:
   const body = `${sanitiseMessage(message ?? '') || text}\n`;
   // Go's HTTP client (kubectl) shows only the reason phrase of a refused CONNECT, never the body or
   // headers, so the reason code rides in the phrase too: kubectl prints "Forbidden: unknown-service".
-  const phrase = cleanReason === '' ? text : `${text}: ${cleanReason}`;
+  // kubectl then prints "Forbidden: trust-too-low (needs:Medium has:Low trust:firewall-off)".
+  const cleanHints = cleanReason === '' ? '' : sanitiseHints(hints ?? []);
+  const phrase = cleanReason === '' ? text : cleanHints === '' ? `${text}: ${cleanReason}` : `${text}: ${cleanReason} (${cleanHints})`;
   const head =
     `HTTP/1.1 ${status} ${phrase}\r\n` +
     'Content-Type: text/plain; charset=utf-8\r\n' +
     (cleanReason === '' ? '' : `X-Causeway-Reason: ${cleanReason}\r\n`) +
+    (cleanHints === '' ? '' : `X-Causeway-Hints: ${cleanHints}\r\n`) +
     `Content-Length: ${Buffer.byteLength(body, 'utf8')}\r\n` +
     'Connection: close\r\n\r\n';
   return Buffer.concat([Buffer.from(head, 'latin1'), Buffer.from(body, 'utf8')]);
@@ -261,6 +274,17 @@ function parseHeaderLine(s: string, start: number, end: number): HeadError | { s
 
 function sanitiseReason(reason: string): string {
   return reason.slice(0, MAX_REASON_LENGTH).replace(/[^A-Za-z0-9._-]/g, '-');
+}
+
+const MAX_HINTS = 8;
+
+/** At most MAX_HINTS words of letters, digits and . _ : - (anything else becomes -), space-separated. */
+function sanitiseHints(hints: readonly string[]): string {
+  return hints
+    .slice(0, MAX_HINTS)
+    .map((hint) => hint.slice(0, MAX_REASON_LENGTH).replace(/[^A-Za-z0-9._:-]/g, '-'))
+    .filter((hint) => hint !== '')
+    .join(' ');
 }
 
 /** Control characters (C0, DEL, C1) and line/paragraph separators become spaces; the result is trimmed and bounded. */
