@@ -20,6 +20,7 @@ import { CookieClient } from '../../../test/kit/cookie-client.ts';
 import type { ClientResponse } from '../../../test/kit/cookie-client.ts';
 import { memoryAdapter, startTestIdp } from '../../../test/kit/idp.ts';
 import type { TestIdp } from '../../../test/kit/idp.ts';
+import { FailureLimiter } from '../auth.ts';
 import { openStore } from '../store/index.ts';
 import type { Store } from '../store/index.ts';
 import { createUpstreams, emailFromClaims, groupsFromClaim, UPSTREAM_LOGIN_MODEL } from './upstream.ts';
@@ -343,6 +344,34 @@ void describe('upstream login through the org IdP', () => {
 });
 
 void describe('claim mapping', () => {
+  void test('CP-12 login starts are limited per source address: past the burst the start link answers 429 with Retry-After before doing any work', async () => {
+    const app = Fastify();
+    const store = await openStore({ url: ':memory:' });
+    const upstreams = createUpstreams({
+      provider: {} as Provider,
+      store,
+      clock: { now: () => Date.now() },
+      logger: silentLogger(),
+      publicUrl: 'https://cp.example.com',
+      resolveSecret: () => Promise.reject(new Error('no secrets here')),
+      startLimiter: new FailureLimiter({ burst: 2, refillPerSecond: 0.001 }),
+    });
+    try {
+      await upstreams.routes(app);
+      const start = () => app.inject({ method: 'GET', url: '/oidc/upstream/corp/start?uid=../x' });
+      assert.equal((await start()).statusCode, 400);
+      assert.equal((await start()).statusCode, 400);
+      const limited = await start();
+      assert.equal(limited.statusCode, 429);
+      assert.ok(Number(limited.headers['retry-after']) > 0);
+      assert.match(limited.body, /Too many logins/);
+      assert.equal((await store.listObjects()).length, 0);
+    } finally {
+      await app.close();
+      await store.close();
+    }
+  });
+
   void test('groups: a list of strings, or one string; other values and non-string items are dropped; at most 256', () => {
     assert.deepEqual(groupsFromClaim(['a', 'b', 'a']).groups, ['a', 'b']);
     assert.deepEqual(groupsFromClaim('solo').groups, ['solo']);

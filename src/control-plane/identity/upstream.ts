@@ -41,6 +41,7 @@ import type { Logger } from '../../lib/log.ts';
 import { NAME_PATTERN, specSchemas } from '../../lib/spec/index.ts';
 import type { IdentityProviderSpec } from '../../lib/spec/index.ts';
 import { USER_NAME_PATTERN } from '../api/schemas.ts';
+import { FailureLimiter, sourceKey } from '../auth.ts';
 import type { Store, UserRecord } from '../store/index.ts';
 import { escapeHtml, PAGE_HEADERS, renderPage } from './pages.ts';
 import { createUpstreamFetch } from './upstream-fetch.ts';
@@ -68,6 +69,12 @@ export interface UpstreamDeps {
   resolveSecret: (ref: { env?: string; file?: string }) => Promise<string>;
   /** The control plane's public URL (an origin); the IdP redirects to `${publicUrl}/oidc/upstream/callback`. */
   publicUrl: string;
+  /**
+   * Login starts per source address (CP-12): each start stores a state record for 10 minutes, so a
+   * source that starts too many is answered 429 until its bucket refills. Default: 30 at once, then
+   * one every 2 s.
+   */
+  startLimiter?: FailureLimiter;
 }
 
 /** The IdPs the login page shows, one button each (interactions.ts). */
@@ -179,6 +186,7 @@ export function createUpstreams(deps: UpstreamDeps): Upstreams {
   const { provider, store, clock, publicUrl } = deps;
   const logger = deps.logger.child({ component: 'upstream-login' });
   const callbackUrl = `${publicUrl}${UPSTREAM_CALLBACK_PATH}`;
+  const startLimiter = deps.startLimiter ?? new FailureLimiter({ burst: 30, refillPerSecond: 0.5, clock });
   const discovered = new Map<string, Discovered>();
   const inFlight = new Map<string, Promise<Discovered>>();
 
@@ -286,6 +294,14 @@ export function createUpstreams(deps: UpstreamDeps): Upstreams {
   };
 
   const start = async (request: FastifyRequest<{ Params: { idp: string }; Querystring: Record<string, unknown> }>, reply: FastifyReply): Promise<FastifyReply> => {
+    // Counted before any work, valid or not: every start may cost a discovery and a stored record.
+    const source = sourceKey(request.ip);
+    const wait = startLimiter.retryAfter(source);
+    if (wait > 0) {
+      void reply.header('retry-after', String(wait));
+      throw new LoginRefused(429, 'Too many logins', `Too many logins were started from this address; try again in ${wait} s.`);
+    }
+    startLimiter.fail(source);
     const idp = request.params.idp;
     const uid = request.query.uid;
     if (!NAME_PATTERN.test(idp)) throw new LoginRefused(404, 'Unknown identity provider', 'There is no identity provider by that name.');
