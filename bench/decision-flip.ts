@@ -36,6 +36,8 @@ import path from 'node:path';
 import { connect } from 'node:tls';
 import type { TLSSocket } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { stopChildren, waitFor } from './processes.ts';
+import { percentile } from './stats.ts';
 
 import type { AccessTier } from '../src/access-tier/index.ts';
 import type { Store } from '../src/control-plane/store/index.ts';
@@ -329,8 +331,8 @@ export async function runDecisionFlipBench(options: DecisionFlipOptions = {}): P
     }
     samples.sort((a, b) => a - b);
     return {
-      p50Ms: percentile(samples, 0.5),
-      p99Ms: percentile(samples, 0.99),
+      p50Ms: percentile(samples, 50),
+      p99Ms: percentile(samples, 99),
       maxMs: samples[samples.length - 1],
       samples: samples.length,
       tiers: ports.length,
@@ -340,37 +342,8 @@ export async function runDecisionFlipBench(options: DecisionFlipOptions = {}): P
     };
   } finally {
     for (const s of clients) s.destroy();
-    await Promise.all(
-      children.map(
-        (child) =>
-          new Promise<void>((resolve) => {
-            if (child.exitCode !== null || child.signalCode !== null) {
-              resolve();
-              return;
-            }
-            const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
-            child.once('exit', () => {
-              clearTimeout(timer);
-              resolve();
-            });
-            child.kill('SIGTERM');
-          }),
-      ),
-    );
+    await stopChildren(children);
     for (const step of cleanup.reverse()) await step().catch(() => undefined);
-  }
-}
-
-function percentile(sorted: number[], q: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
-}
-
-async function waitFor(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what}`);
-    await sleep(5);
   }
 }
 

@@ -36,6 +36,9 @@ import path from 'node:path';
 import { connect } from 'node:tls';
 import type { TLSSocket } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort } from './ports.ts';
+import { stopChildren, waitFor } from './processes.ts';
+import { percentile } from './stats.ts';
 
 export interface PostureFlipOptions {
   /** Live connections per access tier and flip. Default 20. */
@@ -308,13 +311,13 @@ export async function runPostureFlipBench(options: PostureFlipOptions = {}): Pro
     afterAnswer.sort((a, b) => a - b);
     answers.sort((a, b) => a - b);
     return {
-      p50Ms: percentile(samples, 0.5),
-      p99Ms: percentile(samples, 0.99),
+      p50Ms: percentile(samples, 50),
+      p99Ms: percentile(samples, 99),
       maxMs: samples[samples.length - 1],
-      afterAnswerP50Ms: percentile(afterAnswer, 0.5),
-      afterAnswerP99Ms: percentile(afterAnswer, 0.99),
-      answerP50Ms: percentile(answers, 0.5),
-      answerP99Ms: percentile(answers, 0.99),
+      afterAnswerP50Ms: percentile(afterAnswer, 50),
+      afterAnswerP99Ms: percentile(afterAnswer, 99),
+      answerP50Ms: percentile(answers, 50),
+      answerP99Ms: percentile(answers, 99),
       samples: samples.length,
       flips: rounds.length,
       devices: devices.length,
@@ -324,45 +327,8 @@ export async function runPostureFlipBench(options: PostureFlipOptions = {}): Pro
     };
   } finally {
     for (const s of clients) s.destroy();
-    await Promise.all(
-      children.map(
-        (proc) =>
-          new Promise<void>((resolve) => {
-            if (proc.exitCode !== null || proc.signalCode !== null) {
-              resolve();
-              return;
-            }
-            const timer = setTimeout(() => proc.kill('SIGKILL'), 3000);
-            proc.once('exit', () => {
-              clearTimeout(timer);
-              resolve();
-            });
-            proc.kill('SIGTERM');
-          }),
-      ),
-    );
+    await stopChildren(children);
     for (const step of cleanup.reverse()) await step().catch(() => undefined);
-  }
-}
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
-}
-
-function percentile(sorted: number[], q: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
-}
-
-async function waitFor(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what}`);
-    await sleep(5);
   }
 }
 
