@@ -222,6 +222,8 @@ const serviceSpec = z
       .strictObject({
         clusterName: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@:-]{0,252}$/, 'must be a kubeconfig cluster name (letters, digits, . _ @ : -)'),
         caPublicKey: caCertificates,
+        /** oidc: the kubeconfig user runs `causeway kube-credential`; cluster: the cluster keeps its own authentication. */
+        authentication: z.enum(['oidc', 'cluster']).default('oidc'),
       })
       .optional(),
     policy: z
