@@ -5,6 +5,7 @@
  * string, and no field ever holds a secret (no keys, tokens or certificate bodies; a serial is public).
  */
 import { randomFillSync } from 'node:crypto';
+import type { KubeEvent } from './kube-event.ts';
 
 export type AccessDecision = 'allow' | 'deny' | 'would-deny';
 
@@ -39,6 +40,9 @@ export interface AccessEvent {
   durationMs?: number;
   closeReason?: string;
 }
+
+/** Any event a part spools and ships: access events, and the kube proxy's kube events (kube-event.ts). */
+export type AuditEvent = AccessEvent | KubeEvent;
 
 /** Where access events go. `write` never blocks and never throws for I/O reasons; `close` flushes. */
 export interface AccessEventSink {

@@ -1,5 +1,7 @@
 export { newEventId } from './event.ts';
-export type { AccessDecision, AccessEvent, AccessEventSink } from './event.ts';
+export type { AccessDecision, AccessEvent, AccessEventSink, AuditEvent } from './event.ts';
+export { kubeEventSchema, KUBE_EVENT_TYPES } from './kube-event.ts';
+export type { KubeEvent, KubeEventSink, KubeEventType } from './kube-event.ts';
 export { JsonLinesFileSink } from './json-lines-sink.ts';
 export type { JsonLinesFileSinkOptions } from './json-lines-sink.ts';
 export { MemoryEventSink } from './memory-sink.ts';

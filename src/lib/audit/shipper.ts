@@ -6,7 +6,7 @@
 import { CausewayError } from '../errors.ts';
 import { describeErrorBody, keepAliveAgent, requestControlPlane } from '../enroll/transport.ts';
 import type { ControlPlaneFetch, PeerTlsMaterial } from '../enroll/transport.ts';
-import type { AccessEvent } from './event.ts';
+import type { AuditEvent } from './event.ts';
 import type { EventBatchSender } from './spool.ts';
 import { EVENTS_BATCH_PATH, eventBatchResultSchema } from './wire.ts';
 import type { EventBatchResult } from './wire.ts';
@@ -30,7 +30,7 @@ export function httpEventSender(options: HttpEventSenderOptions): EventBatchSend
     }
     return agent.agent;
   };
-  return async (events: AccessEvent[]): Promise<EventBatchResult> => {
+  return async (events: AuditEvent[]): Promise<EventBatchResult> => {
     const tls = options.tls();
     const answer = await fetch({ baseUrl: options.controlPlaneUrl, path: EVENTS_BATCH_PATH, method: 'POST', body: { events }, tls, agent: agentFor(tls), timeoutMs: options.timeoutMs ?? 15_000 });
     if (answer.status < 200 || answer.status > 299) {

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { newEventId } from './event.ts';
-import type { AccessEvent } from './event.ts';
+import type { AccessEvent, AuditEvent } from './event.ts';
 import { SpoolingEventSink, nodeSpoolFiles } from './spool.ts';
 import type { EventBatchSender, SpoolFiles, SpoolingEventSinkOptions } from './spool.ts';
 import type { EventBatchResult } from './wire.ts';
@@ -24,7 +24,7 @@ function event(i: number): AccessEvent {
 
 /** A control plane's event store in memory: once per id, like appendAccessEvents; can be down, or "crash" after storing. */
 class Collector {
-  readonly stored = new Map<string, AccessEvent>();
+  readonly stored = new Map<string, AuditEvent>();
   readonly order: string[] = [];
   sends = 0;
   duplicates = 0;

@@ -25,7 +25,7 @@ import path from 'node:path';
 import { CausewayError, errorMessage } from '../errors.ts';
 import { silentLogger } from '../log.ts';
 import type { Logger } from '../log.ts';
-import type { AccessEvent, AccessEventSink } from './event.ts';
+import type { AccessEventSink, AuditEvent } from './event.ts';
 import { MAX_BATCH_BYTES, MAX_BATCH_EVENTS } from './wire.ts';
 import type { EventBatchResult } from './wire.ts';
 
@@ -136,7 +136,7 @@ export function nodeSpoolFiles(dir: string): SpoolFiles {
 }
 
 /** Sends one batch; resolves on a 2xx with what the control plane did; rejects otherwise (see shipper.ts). */
-export type EventBatchSender = (events: AccessEvent[]) => Promise<EventBatchResult>;
+export type EventBatchSender = (events: AuditEvent[]) => Promise<EventBatchResult>;
 
 export interface SpoolingEventSinkOptions {
   files: SpoolFiles;
@@ -249,7 +249,7 @@ export class SpoolingEventSink implements AccessEventSink {
     return sink;
   }
 
-  write(event: AccessEvent): void {
+  write(event: AuditEvent): void {
     if (this.#closed) throw new CausewayError('audit-sink-closed', 'access event written after the sink was closed; this is a bug');
     this.#pending.push(`${JSON.stringify(event)}\n`);
     this.#stats.unflushed = this.#pending.length;
@@ -450,7 +450,7 @@ export class SpoolingEventSink implements AccessEventSink {
       }
       return { events: [], end: this.#cursor, bytes: 0, skipped: 0, next: undefined };
     }
-    const events: AccessEvent[] = [];
+    const events: AuditEvent[] = [];
     let consumed = 0;
     let skipped = 0;
     let start = 0;
@@ -461,7 +461,7 @@ export class SpoolingEventSink implements AccessEventSink {
       consumed = start;
       if (line.trim() === '') continue;
       try {
-        events.push(JSON.parse(line) as AccessEvent);
+        events.push(JSON.parse(line) as AuditEvent);
       } catch {
         skipped++;
         this.#logger.warn({ segment: segmentName(segment) }, 'skipped a spool line that is not JSON (torn by a crash)');
@@ -501,7 +501,7 @@ export class SpoolingEventSink implements AccessEventSink {
 }
 
 interface Batch {
-  events: AccessEvent[];
+  events: AuditEvent[];
   /** The cursor after these events. */
   end: Cursor;
   bytes: number;
