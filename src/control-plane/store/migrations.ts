@@ -232,12 +232,42 @@ function deviceTrust(dialect: StoreDialect): Migration {
   };
 }
 
+/**
+ * Live sessions (issue 8): the latest report of each access tier and connector, and the pending
+ * orders to cut a session (SessionKill, streamed to access tiers until they expire).
+ */
+function liveSessions(dialect: StoreDialect): Migration {
+  const { text, json } = types(dialect);
+  return {
+    async up(db: AnyDb): Promise<void> {
+      await db.schema
+        .createTable('peer_reports')
+        .addColumn('kind', text, (c) => c.notNull())
+        .addColumn('name', text, (c) => c.notNull())
+        .addColumn('reported_at', text, (c) => c.notNull())
+        .addColumn('report', json, (c) => c.notNull())
+        .addPrimaryKeyConstraint('peer_reports_pk', ['kind', 'name'])
+        .execute();
+      await db.schema
+        .createTable('session_kills')
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('by', text, (c) => c.notNull())
+        .addColumn('at', text, (c) => c.notNull())
+        .addColumn('expires_at', text, (c) => c.notNull())
+        .addColumn('session', json)
+        .execute();
+      await db.schema.createIndex('session_kills_expires').on('session_kills').column('expires_at').execute();
+    },
+  };
+}
+
 /** Every migration, by name; names sort in the order they run. */
 export function migrations(dialect: StoreDialect): Record<string, Migration> {
   return {
     '0001-initial-schema': initialSchema(dialect),
     '0002-identity': identity(dialect),
     '0003-device-trust': deviceTrust(dialect),
+    '0005-live-sessions': liveSessions(dialect),
   };
 }
 

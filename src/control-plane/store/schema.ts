@@ -155,6 +155,23 @@ export interface OidcRecordsTable {
   consumed_at: string | null;
 }
 
+export interface PeerReportsTable {
+  kind: string;
+  name: string;
+  reported_at: string;
+  /** JSON. */
+  report: string;
+}
+
+export interface SessionKillsTable {
+  id: string;
+  by: string;
+  at: string;
+  expires_at: string;
+  /** JSON or null. */
+  session: string | null;
+}
+
 export interface KvTable {
   key: string;
   value: string;
@@ -173,6 +190,8 @@ export interface Database {
   certificates: CertificatesTable;
   kv: KvTable;
   oidc_records: OidcRecordsTable;
+  peer_reports: PeerReportsTable;
+  session_kills: SessionKillsTable;
 }
 
 export function asBool(value: boolean | number): boolean {

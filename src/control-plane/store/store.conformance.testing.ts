@@ -1180,4 +1180,94 @@ export function runStoreConformance(name: string, openStore: OpenStore, cleanup:
       assert.equal((await store.listObjects(kind)).length, 20);
     });
   });
+
+  // --- live sessions and peers (issue 8, WEB-LIVE) -------------------------------------------------
+
+  void describe(`${name} store conformance: live sessions and peers`, () => {
+    async function open(t: TestContext, options?: OpenOptions): Promise<Store> {
+      const store = await openStore(options);
+      t.after(() => store.close());
+      return store;
+    }
+
+    void test('putPeerReport keeps only the latest report per kind and name; listPeerReports filters by kind and freshness', async (t) => {
+      const clock = new FakeClock(Date.parse('2030-01-01T00:00:00.000Z'));
+      const store = await open(t, { clock });
+      const tier = `edge-${uid()}`;
+      const first = await store.putPeerReport('access-tier', tier, { version: '1', sessions: [{ id: 'a' }] });
+      assert.equal(first.reportedAt, '2030-01-01T00:00:00.000Z');
+      clock.advance(5_000);
+      const second = await store.putPeerReport('access-tier', tier, { version: '2', sessions: [] });
+      await store.putPeerReport('connector', tier, { version: '3', tunnels: [] }, '2029-12-31T23:00:00Z');
+      const mine = (await store.listPeerReports()).filter((r) => r.name === tier);
+      assert.deepEqual(mine.map((r) => [r.kind, r.reportedAt, (r.report as { version: string }).version]), [
+        ['access-tier', second.reportedAt, '2'],
+        ['connector', '2029-12-31T23:00:00.000Z', '3'],
+      ]);
+      assert.deepEqual((await store.listPeerReports({ kind: 'connector' })).filter((r) => r.name === tier).length, 1);
+      assert.deepEqual((await store.listPeerReports({ kind: 'access-tier' })).filter((r) => r.name === tier).map((r) => r.kind), ['access-tier']);
+      const fresh = (await store.listPeerReports({ since: '2030-01-01T00:00:01Z' })).filter((r) => r.name === tier);
+      assert.deepEqual(fresh.map((r) => r.kind), ['access-tier']);
+      await rejectsWith(store.putPeerReport('kube-proxy' as 'connector', tier, {}), 'INVALID_ARGUMENT');
+      await rejectsWith(store.putPeerReport('connector', '', {}), 'INVALID_ARGUMENT');
+    });
+
+    void test('a peer report with hostile strings round-trips as data', async (t) => {
+      const store = await open(t);
+      const tier = `edge-${uid()}`;
+      const hostile = { version: '1\r\n\u001b[31m', sessions: [{ id: '<script>alert(1)</script>', user: "'; drop table peer_reports; --", service: 'k8s' }] };
+      await store.putPeerReport('access-tier', tier, hostile);
+      const [stored] = (await store.listPeerReports({ kind: 'access-tier' })).filter((r) => r.name === tier);
+      assert.deepEqual(stored.report, hostile);
+    });
+
+    void test('killSession writes one SessionKill change and a disconnect audit event; a second kill of the same session writes nothing', async (t) => {
+      const store = await open(t);
+      const id = newEventId();
+      const before = await store.currentRevision();
+      const first = await store.killSession({ id, session: { user: 'u1', service: 'k8s', accessTier: 'edge-1' } }, { actor: 'user:alice' });
+      assert.equal(first.created, true);
+      assert.equal(first.kill.by, 'user:alice');
+      assert.equal(Date.parse(first.kill.expiresAt) - Date.parse(first.kill.at), 10 * 60 * 1000);
+      const again = await store.killSession({ id }, { actor: 'user:bob' });
+      assert.equal(again.created, false);
+      assert.equal(again.kill.by, 'user:alice');
+      const changes = (await store.changesSince(before)).filter((c) => c.name === id);
+      assert.equal(changes.length, 1);
+      assert.equal(changes[0].kind, 'SessionKill');
+      assert.equal(changes[0].op, 'put');
+      assert.deepEqual(changes[0].object, first.kill);
+      const audit = await store.queryAuditEvents({ kind: 'SessionKill', name: id });
+      assert.deepEqual(audit.events.map((e) => [e.action, e.actor]), [['disconnect', 'user:alice']]);
+      assert.deepEqual((audit.events[0].after as { session: unknown }).session, { user: 'u1', service: 'k8s', accessTier: 'edge-1' });
+      assert.ok((await store.listSessionKills()).some((k) => k.id === id));
+      await rejectsWith(store.killSession({ id: '' }, { actor }), 'INVALID_ARGUMENT');
+      await rejectsWith(store.killSession({ id }, { actor: '' }), 'INVALID_ARGUMENT');
+      await rejectsWith(store.putObject({ kind: 'SessionKill', name: 'x', spec: {} }, { actor }), 'INVALID_ARGUMENT');
+    });
+
+    void test('expireSessionKills deletes kills past their time with a delete change each; a kill after expiry is new again', async (t) => {
+      const clock = new FakeClock(Date.parse('2001-01-01T00:00:00.000Z'));
+      const store = await open(t, { clock });
+      const id = newEventId();
+      const short = newEventId();
+      await store.killSession({ id }, { actor });
+      await store.killSession({ id: short, ttlMs: 1000 }, { actor });
+      const before = await store.currentRevision();
+      clock.advance(2_000);
+      assert.equal(await store.expireSessionKills('2001-01-01T00:00:01.500Z'), 1);
+      let kills = (await store.listSessionKills()).map((k) => k.id);
+      assert.ok(kills.includes(id) && !kills.includes(short));
+      const deleted = (await store.changesSince(before)).filter((c) => c.name === short);
+      assert.deepEqual(deleted.map((c) => [c.kind, c.op, c.object]), [['SessionKill', 'delete', null]]);
+      clock.advance(10 * 60 * 1000);
+      assert.ok(await store.expireSessionKills() >= 1);
+      kills = (await store.listSessionKills()).map((k) => k.id);
+      assert.ok(!kills.includes(id));
+      assert.equal(await store.expireSessionKills(), 0);
+      const renewed = await store.killSession({ id }, { actor: 'user:carol' });
+      assert.equal(renewed.created, true);
+      assert.equal(renewed.kill.by, 'user:carol');
+    });
+  });
 }

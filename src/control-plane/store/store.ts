@@ -17,10 +17,10 @@ import type { Clock } from '../../lib/clock.ts';
 import { CausewayError, UserError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
 import type { Backend, RevisionSource } from './backend.ts';
-import type { ApiTokensTable, AuditEventsTable, CertificatesTable, Database, DevicesTable, JoinTokensTable, ObjectsTable, OidcRecordsTable, UsersTable } from './schema.ts';
+import type { ApiTokensTable, AuditEventsTable, CertificatesTable, Database, DevicesTable, JoinTokensTable, ObjectsTable, OidcRecordsTable, SessionKillsTable, UsersTable } from './schema.ts';
 import { asBool } from './schema.ts';
 import { hashToken, newSecret, tokenId, tokenMatches } from './tokens.ts';
-import { CERTIFICATE_KIND, DEVICE_KIND, RESERVED_KINDS, TRUST_OVERRIDE_LEVELS, USER_KIND } from './types.ts';
+import { CERTIFICATE_KIND, DEVICE_KIND, RESERVED_KINDS, SESSION_KILL_KIND, TRUST_OVERRIDE_LEVELS, USER_KIND } from './types.ts';
 import type {
   AccessEventQuery,
   ActorOptions,
@@ -41,6 +41,7 @@ import type {
   IssuedToken,
   JoinTokenKind,
   JoinTokenRecord,
+  KillSessionResult,
   LoginFailureOptions,
   LoginFailureResult,
   NewApiToken,
@@ -48,14 +49,18 @@ import type {
   NewCertificate,
   NewDevice,
   NewJoinToken,
+  NewSessionKill,
   NewTrustOverride,
   NewUser,
   ObjectInput,
   ObjectMetadata,
   Page,
+  PeerReportRecord,
   PostureRecord,
+  ReportingPeerKind,
   PutObjectResult,
   RevokeCertificateOptions,
+  SessionKillRecord,
   Snapshot,
   Store,
   StoredObject,
@@ -74,6 +79,8 @@ const LAST_USED_RESOLUTION_MS = 60 * 1000;
 /** Rows per INSERT of access events: 10 parameters each stays far below both databases' limits. */
 const EVENT_CHUNK = 500;
 const NEVER = '9999-12-31T23:59:59.999Z';
+const REPORTING_PEER_KINDS: readonly string[] = ['access-tier', 'connector'];
+const DEFAULT_SESSION_KILL_TTL_MS = 10 * 60 * 1000;
 
 export interface KyselyStoreOptions {
   backend: Backend;
@@ -1094,6 +1101,72 @@ export class KyselyStore implements Store {
     return Number(result.numDeletedRows);
   }
 
+  // --- live sessions and peers --------------------------------------------------------------------
+
+  async putPeerReport(kind: ReportingPeerKind, name: string, report: unknown, at?: string): Promise<PeerReportRecord> {
+    this.#assertOpen();
+    if (!REPORTING_PEER_KINDS.includes(kind)) throw new UserError('INVALID_ARGUMENT', `kind must be ${REPORTING_PEER_KINDS.join(' or ')}`);
+    const peer = requiredText(name, 'name');
+    const reportedAt = at === undefined ? this.#now() : isoTime(at, 'at');
+    const json = toJson(jsonValue(report, 'report'));
+    await this.#db
+      .insertInto('peer_reports')
+      .values({ kind, name: peer, reported_at: reportedAt, report: json })
+      .onConflict((oc) => oc.columns(['kind', 'name']).doUpdateSet({ reported_at: reportedAt, report: json }))
+      .execute();
+    return { kind, name: peer, reportedAt, report: fromJson(json) };
+  }
+
+  async listPeerReports(filter: { kind?: ReportingPeerKind; since?: string } = {}): Promise<PeerReportRecord[]> {
+    this.#assertOpen();
+    let q = this.#db.selectFrom('peer_reports').selectAll();
+    if (filter.kind !== undefined) q = q.where('kind', '=', filter.kind);
+    if (filter.since !== undefined) q = q.where('reported_at', '>=', isoTime(filter.since, 'since'));
+    const rows = await q.orderBy('kind').orderBy('name').execute();
+    return rows.map((row) => ({ kind: row.kind as ReportingPeerKind, name: row.name, reportedAt: row.reported_at, report: fromJson(row.report) }));
+  }
+
+  async killSession(kill: NewSessionKill, options: ActorOptions): Promise<KillSessionResult> {
+    checkActor(options);
+    if (kill === null || typeof kill !== 'object') throw new UserError('INVALID_ARGUMENT', 'a session kill is an object');
+    const id = requiredText(kill.id, 'id');
+    const ttlMs = kill.ttlMs ?? DEFAULT_SESSION_KILL_TTL_MS;
+    if (!Number.isSafeInteger(ttlMs) || ttlMs < 1) throw new UserError('INVALID_ARGUMENT', 'ttlMs must be a whole number of milliseconds above 0');
+    const session = kill.session === undefined || kill.session === null ? null : (storable(jsonValue(kill.session, 'session')) as Record<string, unknown>);
+    return await this.#write(true, async (tx) => {
+      const existing = await tx.trx.selectFrom('session_kills').selectAll().where('id', '=', id).executeTakeFirst();
+      if (existing !== undefined && existing.expires_at > tx.at) return { kill: sessionKillFromRow(existing), created: false };
+      const record: SessionKillRecord = { id, by: storableString(options.actor), at: tx.at, expiresAt: new Date(Date.parse(tx.at) + ttlMs).toISOString(), session };
+      const row = { id, by: record.by, at: record.at, expires_at: record.expiresAt, session: session === null ? null : toJson(session) };
+      if (existing === undefined) await tx.trx.insertInto('session_kills').values(row).execute();
+      else await tx.trx.updateTable('session_kills').set(row).where('id', '=', id).execute();
+      await tx.record(options.actor, 'disconnect', SESSION_KILL_KIND, id, 1, null, record);
+      return { kill: record, created: true };
+    });
+  }
+
+  async listSessionKills(): Promise<SessionKillRecord[]> {
+    this.#assertOpen();
+    const rows = await this.#db.selectFrom('session_kills').selectAll().where('expires_at', '>', this.#now()).orderBy('at').orderBy('id').execute();
+    return rows.map(sessionKillFromRow);
+  }
+
+  async expireSessionKills(now?: string): Promise<number> {
+    this.#assertOpen();
+    const cutoff = now === undefined ? this.#now() : isoTime(now, 'now');
+    // Most sweeps find nothing: look before taking the change-feed lock.
+    const due = await this.#db.selectFrom('session_kills').select('id').where('expires_at', '<=', cutoff).limit(1).executeTakeFirst();
+    if (due === undefined) return 0;
+    return await this.#write(true, async (tx) => {
+      const rows = await tx.trx.selectFrom('session_kills').selectAll().where('expires_at', '<=', cutoff).orderBy('id').execute();
+      for (const row of rows) {
+        await tx.trx.deleteFrom('session_kills').where('id', '=', row.id).execute();
+        await tx.record('system', 'expire', SESSION_KILL_KIND, row.id, 1, sessionKillFromRow(row), null);
+      }
+      return rows.length;
+    });
+  }
+
   // --- lifecycle ---------------------------------------------------------------------------------
 
   async close(): Promise<void> {
@@ -1360,6 +1433,10 @@ function oidcPayloadFromRow(row: Selectable<OidcRecordsTable>): Record<string, u
   const payload = fromJson<Record<string, unknown>>(row.payload);
   if (row.consumed_at !== null) payload.consumed = Math.floor(Date.parse(row.consumed_at) / 1000);
   return payload;
+}
+
+function sessionKillFromRow(row: Selectable<SessionKillsTable>): SessionKillRecord {
+  return { id: row.id, by: row.by, at: row.at, expiresAt: row.expires_at, session: fromJsonOrNull<Record<string, unknown>>(row.session) };
 }
 
 function auditFromRow(row: Selectable<AuditEventsTable>): AuditEvent {

@@ -15,7 +15,9 @@ export type { AccessDecision, AccessEvent };
 export const USER_KIND = 'User';
 export const DEVICE_KIND = 'Device';
 export const CERTIFICATE_KIND = 'Certificate';
-export const RESERVED_KINDS: readonly string[] = [USER_KIND, DEVICE_KIND, CERTIFICATE_KIND];
+/** An admin's order to cut one live session (killSession); carried to access tiers by the config stream. */
+export const SESSION_KILL_KIND = 'SessionKill';
+export const RESERVED_KINDS: readonly string[] = [USER_KIND, DEVICE_KIND, CERTIFICATE_KIND, SESSION_KILL_KIND];
 
 /** Who made a change: `user:<name>`, `token:<id>`, `system`… Recorded as given. */
 export interface WriteOptions {
@@ -72,7 +74,7 @@ export type ApplyItem = ObjectInput & { expectedVersion?: number };
 
 // --- change feed ---------------------------------------------------------------------------------
 
-export type ChangeObject = StoredObject | UserRecord | DeviceRecord | CertificateRecord;
+export type ChangeObject = StoredObject | UserRecord | DeviceRecord | CertificateRecord | SessionKillRecord;
 
 export interface Change {
   /** Strictly increasing, in commit order; gaps are possible (a rolled-back write). */
@@ -419,6 +421,44 @@ export interface AuditEventQuery {
   after?: string;
 }
 
+// --- live sessions and peers (issue 8) ------------------------------------------------------------
+
+export type ReportingPeerKind = 'access-tier' | 'connector';
+
+/** The latest report of one access tier or connector (src/lib/live/wire.ts), as received. */
+export interface PeerReportRecord {
+  kind: ReportingPeerKind;
+  name: string;
+  /** Server time of the report (ISO). */
+  reportedAt: string;
+  report: unknown;
+}
+
+/** An admin's order to cut a live session, kept (and streamed) until `expiresAt`. */
+export interface SessionKillRecord {
+  /** The session (connection) id. */
+  id: string;
+  /** The actor who ordered it. */
+  by: string;
+  at: string;
+  expiresAt: string;
+  /** What the session was, as the control plane last knew it (user, device, service, accessTier…), for the audit. */
+  session: Record<string, unknown> | null;
+}
+
+export interface NewSessionKill {
+  id: string;
+  session?: Record<string, unknown> | null;
+  /** Default 10 minutes. */
+  ttlMs?: number;
+}
+
+export interface KillSessionResult {
+  kill: SessionKillRecord;
+  /** false: a kill of this session was already pending; nothing was written. */
+  created: boolean;
+}
+
 // --- the store -----------------------------------------------------------------------------------
 
 export interface Store {
@@ -542,6 +582,20 @@ export interface Store {
   oidcRevokeByGrantId(grantId: string): Promise<number>;
   /** Deletes the records expired at `now`; returns how many. */
   oidcPrune(now: string): Promise<number>;
+
+  /** Replaces the peer's latest report; no version, change record or audit event (working state). */
+  putPeerReport(kind: ReportingPeerKind, name: string, report: unknown, at?: string): Promise<PeerReportRecord>;
+  /** Latest reports, by kind then name; `since`: only those received at or after it (ISO). */
+  listPeerReports(filter?: { kind?: ReportingPeerKind; since?: string }): Promise<PeerReportRecord[]>;
+  /**
+   * Orders a live session cut: a `SessionKill` change (put) that the config stream carries to every
+   * access tier, and the audit event `disconnect`. A kill already pending for the id is returned as it is.
+   */
+  killSession(kill: NewSessionKill, options: ActorOptions): Promise<KillSessionResult>;
+  /** Kills not yet expired, oldest first. */
+  listSessionKills(): Promise<SessionKillRecord[]>;
+  /** Deletes kills expired at `now` (default: the clock), each with a delete change and the audit event `expire`; returns how many. */
+  expireSessionKills(now?: string): Promise<number>;
 
   /** Stops watchers and closes the database connections. */
   close(): Promise<void>;
