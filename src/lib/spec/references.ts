@@ -43,6 +43,11 @@ export function validateReferences(objects: SpecObject[]): SpecProblem[] {
           if (!roles.has(role)) at(`spec.access[${i}].roles[${j}]`, `names the Role "${role}", which does not exist`);
         });
       });
+      (object.spec.kubernetes?.deny ?? []).forEach((rule, i) => {
+        (rule.roles ?? []).forEach((role, j) => {
+          if (!roles.has(role)) at(`spec.kubernetes.deny[${i}].roles[${j}]`, `names the Role "${role}", which does not exist`);
+        });
+      });
     } else if (object.kind === 'Service') {
       const { spec } = object;
       if (spec.policy !== undefined && !policies.has(spec.policy.name)) at('spec.policy.name', `names the Policy "${spec.policy.name}", which does not exist`);

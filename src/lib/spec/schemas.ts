@@ -127,9 +127,28 @@ const accessRule = z.strictObject({
   schedule: schedule.optional(),
 });
 
+/** Kubernetes verbs a kube proxy rule may name ('*' for every verb). */
+export const KUBERNETES_RULE_VERBS = ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete', 'deletecollection', '*'] as const;
+
+/**
+ * One kube proxy deny rule: who (roles; absent or empty = everyone), which verbs, which resources
+ * (`pods`, `pods/exec`, `*`, `*\/exec`, `pods/*`) and where (namespaces; absent = everywhere, cluster
+ * scope included). The kube proxy enforces it before Kubernetes RBAC sees the request.
+ */
+const kubernetesDenyRule = z.strictObject({
+  roles: z.array(objectName).optional(),
+  verbs: z.array(z.enum(KUBERNETES_RULE_VERBS)).min(1, 'must name at least one verb (or "*")'),
+  resources: z.array(z.string().regex(/^(\*|[a-z0-9][a-z0-9.-]*)(\/(\*|[a-z0-9][a-z0-9.-]*))?$/, 'must be a resource, resource/subresource or "*" (e.g. pods/exec)')).min(1, 'must name at least one resource (or "*")'),
+  namespaces: z.array(z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a namespace name')).min(1, 'must name at least one namespace, or be left out for all').optional(),
+  // eslint-disable-next-line no-control-regex
+  message: z.string().max(256).regex(/^[^\u0000-\u001f\u007f]*$/, 'must be one line of text').optional(),
+});
+
 /** An empty access list is valid and allows nobody. */
 const policySpec = z.strictObject({
   access: z.array(accessRule),
+  /** Rules the kube proxy enforces for the Kubernetes services this policy is attached to. */
+  kubernetes: z.strictObject({ deny: z.array(kubernetesDenyRule).default([]) }).optional(),
 });
 
 // ---------------------------------------------------------------------------------------------
