@@ -46,6 +46,7 @@ import type { DeviceTrustHooks } from './api/me-devices.ts';
 import { whoamiRoutes } from './api/whoami.ts';
 import type { DeviceTrustService } from './trust/index.ts';
 import { trustRoutes } from './trust/routes.ts';
+import { liveRoutes } from './live/routes.ts';
 import { apiTokenAuthenticator, authHook, FailureLimiter, peerIdentity } from './auth.ts';
 import type { Authenticator, FailureLimiterOptions } from './auth.ts';
 import type { Identity } from './identity/index.ts';
@@ -224,6 +225,7 @@ export async function createControlPlane(options: ControlPlaneOptions): Promise<
     whoamiRoutes(api, { store, deviceOf: whoamiDeviceResolver({ store, ca, clock }) });
     meDeviceRoutes(api, { store, ca, clock, logger, trust: () => options.deviceTrust ?? options.trust, ...(options.trustCertLifetimeMs === undefined ? {} : { trustCertLifetimeMs: options.trustCertLifetimeMs }) });
     trustRoutes(api, { store, clock, trust: () => options.trust });
+    liveRoutes(api, { store, ca, clock, logger });
     options.identity?.registerApi(api);
   }, { prefix: '/api/v1' });
 
