@@ -1,0 +1,95 @@
+/** What every object form shares: loading the object being edited, saving it, and the server's problems. */
+import { useEffect, useState } from 'react';
+import type { ReactNode } from 'react';
+import { ApiError, errorMessage } from './api.ts';
+import type { Problem } from './api.ts';
+import { getObject, putObject } from './objects.ts';
+import { Link, useRouter } from './router.tsx';
+import { Notice, OtherProblems } from './ui.tsx';
+import type { SpecDocument } from './ui.tsx';
+
+export interface Existing {
+  loading: boolean;
+  doc: SpecDocument | undefined;
+  error: string | undefined;
+}
+
+/** The stored object when editing (`name` given), nothing when creating. */
+export function useExisting(kind: string, name: string | undefined): Existing {
+  const [state, setState] = useState<Existing>({ loading: name !== undefined, doc: undefined, error: undefined });
+  useEffect(() => {
+    if (name === undefined) return undefined;
+    const controller = new AbortController();
+    getObject(kind, name, controller.signal).then(
+      (doc) => setState({ loading: false, doc, error: undefined }),
+      (err: unknown) => { if (!controller.signal.aborted) setState({ loading: false, doc: undefined, error: errorMessage(err) }); },
+    );
+    return () => controller.abort();
+  }, [kind, name]);
+  return state;
+}
+
+export interface Saver {
+  saving: boolean;
+  problems: Problem[];
+  error: string | undefined;
+  save: (doc: SpecDocument) => void;
+}
+
+/** Saves with PUT (create only when new, at the loaded version when editing), then goes to `back`. */
+export function useSaver(existing: SpecDocument | undefined, back: string): Saver {
+  const { navigate } = useRouter();
+  const [saving, setSaving] = useState(false);
+  const [problems, setProblems] = useState<Problem[]>([]);
+  const [error, setError] = useState<string | undefined>(undefined);
+  const save = (doc: SpecDocument) => {
+    setSaving(true);
+    setProblems([]);
+    setError(undefined);
+    putObject(doc, existing?.metadata.version).then(
+      () => navigate(back),
+      (err: unknown) => {
+        setSaving(false);
+        if (err instanceof ApiError && err.problems.length > 0) {
+          setProblems(err.problems);
+          setError(err.message);
+        } else if (err instanceof ApiError && err.code === 'VERSION_CONFLICT') {
+          setError(`${err.message}. Someone changed it while you were editing: reload the page to see their version.`);
+        } else {
+          setError(errorMessage(err));
+        }
+      },
+    );
+  };
+  return { saving, problems, error, save };
+}
+
+export function FormFooter({ saver, claimed, back, submitLabel }: { saver: Saver; claimed: string[]; back: string; submitLabel: string }) {
+  return (
+    <>
+      {saver.error === undefined ? null : <Notice tone="error">{saver.error}</Notice>}
+      <OtherProblems problems={saver.problems} claimed={claimed} />
+      <div className="form-footer">
+        <Link to={back} className="button button-ghost">Cancel</Link>
+        <button type="submit" className="button button-primary" disabled={saver.saving}>{saver.saving ? 'Saving…' : submitLabel}</button>
+      </div>
+    </>
+  );
+}
+
+export function FormSection({ title, description, children }: { title: string; description?: ReactNode; children: ReactNode }) {
+  return (
+    <fieldset className="form-section">
+      <legend>{title}</legend>
+      {description === undefined ? null : <p className="form-section-description">{description}</p>}
+      <div className="form-grid">{children}</div>
+    </fieldset>
+  );
+}
+
+export function EditGuard({ existing, name, children }: { existing: Existing; name: string | undefined; children: ReactNode }) {
+  if (name === undefined) return <>{children}</>;
+  if (existing.loading) return <div className="loading">Loading…</div>;
+  if (existing.error !== undefined) return <Notice tone="error">Could not load {name}: {existing.error}</Notice>;
+  return <>{children}</>;
+}

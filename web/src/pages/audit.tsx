@@ -1,0 +1,83 @@
+/** Activity › Audit log: who changed what, with the object before and after. */
+import { useState } from 'react';
+import { api, query } from '../api.ts';
+import { Badge, CodeBlock, LoadState, Modal, PageHeader, Table, Time, toYaml, useLoad } from '../ui.tsx';
+import { FilterBar } from './filters.tsx';
+import type { FilterField } from './filters.tsx';
+import { filterQuery } from './events.tsx';
+
+interface AuditEvent { id: string; at: string; actor: string; action: string; kind: string; name: string; before?: unknown; after?: unknown }
+interface Page { events: AuditEvent[]; next?: string }
+
+const FIELDS: FilterField[] = [
+  { key: 'actor', label: 'Actor', placeholder: 'any' },
+  { key: 'action', label: 'Action', placeholder: 'e.g. update' },
+  { key: 'kind', label: 'Kind', placeholder: 'e.g. Service' },
+  { key: 'name', label: 'Name', placeholder: 'any' },
+  { key: 'since', label: 'From (UTC)', type: 'datetime' },
+  { key: 'until', label: 'To (UTC)', type: 'datetime' },
+];
+
+function actionTone(action: string) {
+  if (/delete|ban|disable|revoke|disconnect/.test(action)) return 'red' as const;
+  if (/create|add/.test(action)) return 'green' as const;
+  return 'blue' as const;
+}
+
+export function AuditPage() {
+  const [draft, setDraft] = useState<Record<string, string>>({});
+  const [applied, setApplied] = useState<Record<string, string>>({});
+  const [shown, setShown] = useState<AuditEvent | undefined>(undefined);
+  const [older, setOlder] = useState<{ events: AuditEvent[]; next?: string }>({ events: [] });
+  const loaded = useLoad(async (signal) => {
+    const page = await api<Page>('GET', `/audit${query({ ...filterQuery(applied), limit: '100' })}`, { signal });
+    setOlder({ events: [], ...(page.next === undefined ? {} : { next: page.next }) });
+    return page;
+  }, [JSON.stringify(applied)]);
+  const events = [...(loaded.data?.events ?? []), ...older.events];
+  const next = older.events.length > 0 ? older.next : loaded.data?.next;
+  return (
+    <>
+      <PageHeader title="Audit log" description="Every change to users, devices, tokens and specs: who made it, when, and the object before and after." />
+      <FilterBar
+        fields={FIELDS}
+        values={draft}
+        onChange={(key, value) => setDraft((d) => ({ ...d, [key]: value }))}
+        onSubmit={() => setApplied(draft)}
+        onReset={() => { setDraft({}); setApplied({}); }}
+        actions={<a className="button button-ghost" href={`/api/v1/audit/export${query(filterQuery(applied))}`} download="causeway-audit.jsonl">Export JSON lines</a>}
+      />
+      <LoadState loaded={loaded}>
+        <Table
+          label="Audit events"
+          rows={events}
+          rowKey={(e) => e.id}
+          empty="No audit events match."
+          columns={[
+            { header: 'Time', cell: (e) => <Time iso={e.at} /> },
+            { header: 'Actor', cell: (e) => <span className="mono small">{e.actor}</span> },
+            { header: 'Action', cell: (e) => <Badge tone={actionTone(e.action)}>{e.action}</Badge> },
+            { header: 'Object', cell: (e) => <span><span className="muted">{e.kind}</span> <strong>{e.name}</strong></span> },
+            { header: '', className: 'actions', cell: (e) => <button type="button" className="button button-small button-ghost" onClick={() => setShown(e)}>Changes</button> },
+          ]}
+        />
+        {next === undefined ? null : (
+          <div className="load-more">
+            <button type="button" className="button button-ghost" onClick={() => {
+              void api<Page>('GET', `/audit${query({ ...filterQuery(applied), limit: '100', cursor: next })}`).then((page) => setOlder((o) => ({ events: [...o.events, ...page.events], ...(page.next === undefined ? {} : { next: page.next }) })));
+            }}>Load older events</button>
+          </div>
+        )}
+      </LoadState>
+      {shown === undefined ? null : (
+        <Modal title={`${shown.action} ${shown.kind} ${shown.name}`} onClose={() => setShown(undefined)} wide>
+          <p className="muted small">By {shown.actor} at <Time iso={shown.at} />.</p>
+          <div className="diff">
+            <CodeBlock label="Before" text={shown.before === undefined || shown.before === null ? '(nothing)' : toYaml(shown.before)} />
+            <CodeBlock label="After" text={shown.after === undefined || shown.after === null ? '(nothing)' : toYaml(shown.after)} />
+          </div>
+        </Modal>
+      )}
+    </>
+  );
+}
