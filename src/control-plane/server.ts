@@ -44,6 +44,7 @@ import { userRoutes } from './api/users.ts';
 import { meDeviceRoutes, whoamiDeviceResolver } from './api/me-devices.ts';
 import type { DeviceTrustHooks } from './api/me-devices.ts';
 import { whoamiRoutes } from './api/whoami.ts';
+import { meServiceRoutes } from './api/me-services.ts';
 import type { DeviceTrustService } from './trust/index.ts';
 import { trustRoutes } from './trust/routes.ts';
 import { liveRoutes } from './live/routes.ts';
@@ -224,6 +225,7 @@ export async function createControlPlane(options: ControlPlaneOptions): Promise<
     metaRoutes(api, { ca, openapi: () => app.swagger() });
     whoamiRoutes(api, { store, deviceOf: whoamiDeviceResolver({ store, ca, clock }) });
     meDeviceRoutes(api, { store, ca, clock, logger, trust: () => options.deviceTrust ?? options.trust, ...(options.trustCertLifetimeMs === undefined ? {} : { trustCertLifetimeMs: options.trustCertLifetimeMs }) });
+    meServiceRoutes(api, { store, clock });
     trustRoutes(api, { store, clock, trust: () => options.trust });
     liveRoutes(api, { store, ca, clock, logger });
     options.identity?.registerApi(api);
