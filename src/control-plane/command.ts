@@ -13,9 +13,11 @@
  * Parts reach the routes of PEER_PLUGINS (config stream, enrollment, event batches) on the same listener with their
  * certificates or join tokens.
  */
+import { existsSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError } from 'commander';
 import type { Command } from 'commander';
 import type { FastifyPluginAsync } from 'fastify';
@@ -67,6 +69,10 @@ export interface ServerFlags {
   kubeTokenTtl?: number;
   /** Lifetime of device trust certificates, in minutes. Default 480 (8 h). */
   trustCertLifetime?: number;
+  /** Serve the web console (commander's --no-console sets false). Default true. */
+  console?: boolean;
+  /** The built console. Default: <package root>/dist/web. */
+  consoleDir?: string;
 }
 
 export interface ServerCommandIo {
@@ -112,6 +118,8 @@ export function registerServerCommand(program: Command, io: Partial<ServerComman
     .option('--id-token-alg <alg>', 'signing algorithm of ID tokens and kube tokens: RS256 (what kube-apiserver expects) or ES256', parseIdTokenAlg, 'RS256')
     .option('--kube-token-ttl <seconds>', `lifetime of the ID tokens kube-credential gets, in seconds (60 to 3600)`, parseKubeTokenTtl, DEFAULT_KUBE_TOKEN_TTL_SECONDS)
     .option('--trust-cert-lifetime <minutes>', 'lifetime of the trust certificates devices get, in minutes (5 to 1440)', parseTrustCertLifetime, 480)
+    .option('--no-console', 'do not serve the web console (login, /console/*, the app at /); the API is unchanged')
+    .option('--console-dir <dir>', 'the built web console (default: dist/web in the Causeway package)')
     .action(async (flags: ServerFlags) => {
       const logger = createLogger({ name: 'causeway-server', level: flags.logLevel, destination: deps.logDestination ?? process.stderr });
       const server = await startServer(flags, deps, logger);
@@ -151,7 +159,8 @@ export async function startServer(flags: ServerFlags, io: Pick<ServerCommandIo, 
     // Device trust: the engine scores devices, the device managers' secrets come from the environment or files.
     const trust = createDeviceTrust({ store, logger, resolveSecret: (ref) => resolveSecret(ref, io.env) });
     cleanup.push(trust);
-    const controlPlane = await createControlPlane({ store, ca, publicUrl, logger, plugins: PEER_PLUGINS, processMetrics: true, identity, trust, trustCertLifetimeMs: (flags.trustCertLifetime ?? 480) * 60_000 });
+    const consoleDir = flags.console === false ? undefined : resolve(flags.consoleDir ?? join(packageRoot(), 'dist', 'web'));
+    const controlPlane = await createControlPlane({ store, ca, publicUrl, logger, plugins: PEER_PLUGINS, processMetrics: true, identity, trust, trustCertLifetimeMs: (flags.trustCertLifetime ?? 480) * 60_000, ...(consoleDir === undefined ? {} : { console: { dir: consoleDir } }) });
     cleanup.push(controlPlane);
     let listener: Listener;
     let renewal: NodeJS.Timeout | undefined;
@@ -177,6 +186,7 @@ export async function startServer(flags: ServerFlags, io: Pick<ServerCommandIo, 
     const tokenPath = join(dataDir, 'admin-token');
     io.print(`Causeway control plane: ${publicUrl} (listening on ${listener.url})`);
     if (metricsListener !== undefined) io.print(`Metrics and health: ${metricsListener.url}/metrics`);
+    if (consoleDir !== undefined) io.print(`Web console: ${publicUrl}/${existsSync(join(consoleDir, 'index.html')) ? '' : ` (not built: run npm run build:web)`}`);
     io.print(`CA certificate: ${caPath} (pin ${caPin(ca.certPem)})`);
     if (created) io.print(`First admin API token: written to ${tokenPath} (mode 0600). Keep it secret; create others with \`causeway token create\`.`);
     io.print(`Try: CAUSEWAY_SERVER=${publicUrl} CAUSEWAY_TOKEN=$(cat ${tokenPath}) CAUSEWAY_CA_FILE=${caPath} causeway get services`);
@@ -203,6 +213,16 @@ export async function startServer(flags: ServerFlags, io: Pick<ServerCommandIo, 
     for (const part of cleanup.reverse()) await part.close().catch(() => undefined);
     throw err;
   }
+}
+
+/** The directory of Causeway's package.json (from src/… when run from sources, dist/src/… when built). */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    dir = dirname(dir);
+  }
+  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 }
 
 /** The OIDC provider and its pieces, sealed by the CA passphrase. */

@@ -49,6 +49,8 @@ import type { DeviceTrustService } from './trust/index.ts';
 import { trustRoutes } from './trust/routes.ts';
 import { liveRoutes } from './live/routes.ts';
 import { apiTokenAuthenticator, authHook, FailureLimiter, peerIdentity } from './auth.ts';
+import { createConsole } from './console/index.ts';
+import type { ConsoleOptions } from './console/index.ts';
 import type { Authenticator, FailureLimiterOptions } from './auth.ts';
 import type { Identity } from './identity/index.ts';
 import type { Store } from './store/index.ts';
@@ -118,6 +120,12 @@ export interface ControlPlaneOptions {
   trust?: DeviceTrustService;
   /** Lifetime of trust certificates; default 8 h, clamped to 5 min–24 h. */
   trustCertLifetimeMs?: number;
+  /**
+   * The web console (console/index.ts): login through `identity` (required), its session cookie as a
+   * credential for /api/v1 (after the bearer ones, unless `authenticators` says otherwise), and the
+   * built app from `dir` at `/`.
+   */
+  console?: ConsoleOptions;
 }
 
 export interface ServingTls {
@@ -211,7 +219,9 @@ export async function createControlPlane(options: ControlPlaneOptions): Promise<
   });
 
   const limiter = new FailureLimiter({ clock, ...options.authFailures });
-  const authenticators = options.authenticators ?? [apiTokenAuthenticator(store), ...(options.identity === undefined ? [] : [options.identity.authenticator])];
+  if (options.console !== undefined && options.identity === undefined) throw new UserError('CONSOLE_NEEDS_IDENTITY', 'the web console logs in through Causeway\'s own OIDC provider: give the identity option too, or leave the console out');
+  const webConsole = options.console === undefined || options.identity === undefined ? undefined : createConsole(options.console, { store, identity: options.identity, publicUrl, clock, logger });
+  const authenticators = options.authenticators ?? [apiTokenAuthenticator(store), ...(options.identity === undefined ? [] : [options.identity.authenticator]), ...(webConsole === undefined ? [] : [webConsole.authenticator])];
   const onRequestAuth = authHook({ authenticators, limiter });
   const specs = new StoredSpecCache((object) => logger.warn({ kind: object.kind, name: object.name, version: object.version }, 'a stored object no longer passes its schema; it is left out of reference checks'));
   const serialize = serializer();
@@ -233,6 +243,7 @@ export async function createControlPlane(options: ControlPlaneOptions): Promise<
 
   registerPublicHealthRoutes(app, { store, ca, clock });
   if (options.identity !== undefined) await options.identity.register(app, { ca, clock });
+  await webConsole?.register(app);
   if (options.metricsOnPublicListener === true) {
     await app.register((scope, _options, registered) => {
       scope.addHook('onRequest', onRequestAuth);
@@ -382,7 +393,8 @@ function installResponseHooks(app: FastifyInstance, metrics: ControlPlaneMetrics
   });
   app.addHook('onSend', async (request: FastifyRequest, reply: FastifyReply, payload: unknown) => {
     void reply.header('x-content-type-options', 'nosniff');
-    void reply.header('referrer-policy', 'no-referrer');
+    // The console's pages keep their same-origin (with no-referrer, their POSTs carry `Origin: null`).
+    if (!reply.hasHeader('referrer-policy')) void reply.header('referrer-policy', 'no-referrer');
     if (!reply.hasHeader('cache-control')) void reply.header('cache-control', 'no-store');
     if (!reply.hasHeader('content-security-policy')) void reply.header('content-security-policy', API_CSP);
     if (!reply.hasHeader('x-frame-options')) void reply.header('x-frame-options', 'DENY');

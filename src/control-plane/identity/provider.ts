@@ -5,7 +5,8 @@
  *   issuer        the control plane's public URL, byte for byte (OP-09)
  *   routes        discovery at /.well-known/openid-configuration, everything else under /oidc/
  *   clients       `causeway-cli` (public, native; loopback redirect http://127.0.0.1/callback where only the
- *                 port may vary, RFC 8252 §7.3; OP-02), and `kubernetes:<clusterName>` per Kubernetes
+ *                 port may vary, RFC 8252 §7.3; OP-02), `causeway-console` (the web console's server side:
+ *                 redirect only to <public URL>/console/callback), and `kubernetes:<clusterName>` per Kubernetes
  *                 service (adapter.ts), the audiences of token exchange
  *   grants        authorization code (PKCE S256 required, OP-03), device code, refresh token (rotated on
  *                 every use; reuse revokes the grant), and our `password` and token-exchange (grants.ts)
@@ -33,6 +34,9 @@ import type { SigningAlgorithm, SigningKeys } from './signing-keys.ts';
 
 export const CLI_CLIENT_ID = 'causeway-cli';
 export const CLI_REDIRECT_URI = 'http://127.0.0.1/callback';
+/** The web console's server side (console/): a confidential-by-placement client whose code is exchanged by the server itself. */
+export const CONSOLE_CLIENT_ID = 'causeway-console';
+export const CONSOLE_CALLBACK_PATH = '/console/callback';
 export const PASSWORD_GRANT = 'password';
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 export const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
@@ -197,6 +201,18 @@ export function buildProvider(options: ProviderOptions): Provider {
         response_types: ['code'],
         id_token_signed_response_alg: options.idTokenSigningAlg,
         scope: SCOPES.join(' '),
+      },
+      {
+        // Only ever redirects to this server's own callback; the code is exchanged server-side with PKCE.
+        client_id: CONSOLE_CLIENT_ID,
+        client_name: 'Causeway Command Center',
+        application_type: 'web',
+        token_endpoint_auth_method: 'none',
+        redirect_uris: [`${options.publicUrl}${CONSOLE_CALLBACK_PATH}`],
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        id_token_signed_response_alg: options.idTokenSigningAlg,
+        scope: 'openid email profile groups',
       },
     ],
     clientDefaults: {

@@ -261,6 +261,25 @@ function liveSessions(dialect: StoreDialect): Migration {
   };
 }
 
+/** The web console's login sessions (issue 8): keyed by the SHA-256 of the cookie's secret. */
+function consoleSessions(dialect: StoreDialect): Migration {
+  const { text } = types(dialect);
+  return {
+    async up(db: AnyDb): Promise<void> {
+      await db.schema
+        .createTable('console_sessions')
+        .addColumn('token_hash', text, (c) => c.primaryKey())
+        .addColumn('user_id', text, (c) => c.notNull())
+        .addColumn('created_at', text, (c) => c.notNull())
+        .addColumn('expires_at', text, (c) => c.notNull())
+        .addColumn('last_seen_at', text, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('console_sessions_user').on('console_sessions').column('user_id').execute();
+      await db.schema.createIndex('console_sessions_expires').on('console_sessions').column('expires_at').execute();
+    },
+  };
+}
+
 /** Every migration, by name; names sort in the order they run. */
 export function migrations(dialect: StoreDialect): Record<string, Migration> {
   return {
@@ -268,6 +287,7 @@ export function migrations(dialect: StoreDialect): Record<string, Migration> {
     '0002-identity': identity(dialect),
     '0003-device-trust': deviceTrust(dialect),
     '0005-live-sessions': liveSessions(dialect),
+    '0006-console-sessions': consoleSessions(dialect),
   };
 }
 

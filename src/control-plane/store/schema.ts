@@ -172,6 +172,15 @@ export interface SessionKillsTable {
   session: string | null;
 }
 
+/** Web console logins (console/): the secret's SHA-256, never the secret. */
+export interface ConsoleSessionsTable {
+  token_hash: string;
+  user_id: string;
+  created_at: string;
+  expires_at: string;
+  last_seen_at: string;
+}
+
 export interface KvTable {
   key: string;
   value: string;
@@ -190,6 +199,7 @@ export interface Database {
   certificates: CertificatesTable;
   kv: KvTable;
   oidc_records: OidcRecordsTable;
+  console_sessions: ConsoleSessionsTable;
   peer_reports: PeerReportsTable;
   session_kills: SessionKillsTable;
 }

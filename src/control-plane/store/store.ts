@@ -20,6 +20,9 @@ import type { Backend, RevisionSource } from './backend.ts';
 import type { ApiTokensTable, AuditEventsTable, CertificatesTable, Database, DevicesTable, JoinTokensTable, ObjectsTable, OidcRecordsTable, SessionKillsTable, UsersTable } from './schema.ts';
 import { asBool } from './schema.ts';
 import { hashToken, newSecret, tokenId, tokenMatches } from './tokens.ts';
+import { consoleSecretHash, newConsoleSecret } from './tokens.ts';
+import type { ConsoleSessionsTable } from './schema.ts';
+import type { ConsoleSessionRecord, NewConsoleSession } from './types.ts';
 import { CERTIFICATE_KIND, DEVICE_KIND, RESERVED_KINDS, SESSION_KILL_KIND, TRUST_OVERRIDE_LEVELS, USER_KIND } from './types.ts';
 import type {
   AccessEventQuery,
@@ -767,6 +770,59 @@ export class KyselyStore implements Store {
     });
   }
 
+  // --- console sessions --------------------------------------------------------------------------
+
+  async createConsoleSession(session: NewConsoleSession): Promise<IssuedToken<ConsoleSessionRecord>> {
+    this.#assertOpen();
+    const userId = requiredText(session.userId, 'userId');
+    if (typeof session.ttlMs !== 'number' || !Number.isFinite(session.ttlMs) || session.ttlMs <= 0) throw new UserError('INVALID_ARGUMENT', 'ttlMs must be a positive number of milliseconds');
+    const nowMs = this.#clock.now();
+    const now = new Date(nowMs).toISOString();
+    const secret = newConsoleSecret();
+    const row: Selectable<ConsoleSessionsTable> = { token_hash: secret.hash, user_id: userId, created_at: now, expires_at: new Date(nowMs + session.ttlMs).toISOString(), last_seen_at: now };
+    await this.#db.insertInto('console_sessions').values(row).execute();
+    return { token: secret.token, record: consoleSessionFromRow(row) };
+  }
+
+  async useConsoleSession(secret: string, options: { idleMs: number }): Promise<ConsoleSessionRecord | undefined> {
+    this.#assertOpen();
+    const hash = consoleSecretHash(secret);
+    if (hash === undefined) return undefined;
+    const row = await this.#db.selectFrom('console_sessions').selectAll().where('token_hash', '=', hash).executeTakeFirst();
+    if (row === undefined) return undefined;
+    const nowMs = this.#clock.now();
+    const lastSeenMs = Date.parse(row.last_seen_at);
+    if (Date.parse(row.expires_at) <= nowMs || !(lastSeenMs + options.idleMs > nowMs)) return undefined;
+    if (nowMs - lastSeenMs >= LAST_USED_RESOLUTION_MS) {
+      const now = new Date(nowMs).toISOString();
+      await this.#db.updateTable('console_sessions').set({ last_seen_at: now }).where('token_hash', '=', hash).execute();
+      row.last_seen_at = now;
+    }
+    return consoleSessionFromRow(row);
+  }
+
+  async deleteConsoleSession(secret: string): Promise<boolean> {
+    this.#assertOpen();
+    const hash = consoleSecretHash(secret);
+    if (hash === undefined) return false;
+    const result = await this.#db.deleteFrom('console_sessions').where('token_hash', '=', hash).executeTakeFirst();
+    return Number(result.numDeletedRows) > 0;
+  }
+
+  async deleteConsoleSessionsOfUser(userId: string): Promise<number> {
+    this.#assertOpen();
+    const result = await this.#db.deleteFrom('console_sessions').where('user_id', '=', requiredText(userId, 'userId')).executeTakeFirst();
+    return Number(result.numDeletedRows);
+  }
+
+  async pruneConsoleSessions(now: string, idleMs: number): Promise<number> {
+    this.#assertOpen();
+    const at = isoTime(now, 'now');
+    const idleBefore = new Date(Date.parse(at) - idleMs).toISOString();
+    const result = await this.#db.deleteFrom('console_sessions').where((eb) => eb.or([eb('expires_at', '<=', at), eb('last_seen_at', '<=', idleBefore)])).executeTakeFirst();
+    return Number(result.numDeletedRows);
+  }
+
   // --- join tokens -------------------------------------------------------------------------------
 
   async createJoinToken(token: NewJoinToken, options: ActorOptions): Promise<IssuedToken<JoinTokenRecord>> {
@@ -955,6 +1011,13 @@ export class KyselyStore implements Store {
     if (query.user !== undefined) q = q.where('user', '=', storableString(query.user));
     if (query.device !== undefined) q = q.where('device', '=', storableString(query.device));
     if (query.decision !== undefined) q = q.where('decision', '=', storableString(query.decision));
+    if (query.reason !== undefined) {
+      const reason = storableString(query.reason);
+      // An element of the JSON array, exactly: not a substring of another reason.
+      q = this.dialect === 'postgres'
+        ? q.where(sql<boolean>`${sql.ref('reasons')}::jsonb @> jsonb_build_array(${reason}::text)`)
+        : q.where(sql<boolean>`exists (select 1 from json_each(${sql.ref('reasons')}) where value = ${reason})`);
+    }
     if (query.since !== undefined) q = q.where('time', '>=', isoTime(query.since, 'since'));
     if (query.until !== undefined) q = q.where('time', '<', isoTime(query.until, 'until'));
     if (query.after !== undefined) {
@@ -1389,6 +1452,10 @@ function deviceFromRow(row: Selectable<DevicesTable>): DeviceRecord {
     mdm: row.mdm === null ? {} : fromJson<Record<string, DeviceMdmState>>(row.mdm),
     trustOverrides: overridesOf(row) as DeviceTrustOverride[],
   };
+}
+
+function consoleSessionFromRow(row: Selectable<ConsoleSessionsTable>): ConsoleSessionRecord {
+  return { id: row.token_hash.slice(0, 16), userId: row.user_id, createdAt: row.created_at, expiresAt: row.expires_at, lastSeenAt: row.last_seen_at };
 }
 
 function apiTokenFromRow(row: Selectable<ApiTokensTable>): ApiTokenRecord {

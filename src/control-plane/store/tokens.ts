@@ -37,3 +37,17 @@ export function tokenMatches(token: string, storedHash: string): boolean {
   const b = Buffer.from(storedHash, 'hex');
   return a.length === b.length && timingSafeEqual(a, b);
 }
+
+/** Console session secrets (the cookie value): `cwcs_` and 256 random bits; found by their SHA-256. */
+export const CONSOLE_SECRET_PREFIX = 'cwcs_';
+const CONSOLE_SHAPE = /^cwcs_[A-Za-z0-9_-]{43}$/;
+
+export function newConsoleSecret(): { token: string; hash: string } {
+  const token = `${CONSOLE_SECRET_PREFIX}${randomBytes(32).toString('base64url')}`;
+  return { token, hash: hashToken(token) };
+}
+
+/** The stored hash of a console secret, or undefined when it does not have the shape of one. */
+export function consoleSecretHash(secret: unknown): string | undefined {
+  return typeof secret === 'string' && CONSOLE_SHAPE.test(secret) ? hashToken(secret) : undefined;
+}

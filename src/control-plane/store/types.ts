@@ -325,6 +325,27 @@ export interface IssuedToken<R> {
   record: R;
 }
 
+/**
+ * A web console login (control-plane/console): the browser holds the secret (`cwcs_…`, 256 random
+ * bits) in a cookie; only its SHA-256 is stored.
+ */
+export interface ConsoleSessionRecord {
+  /** Public: the first 16 hex digits of the secret's hash, for logs and audit. */
+  id: string;
+  userId: string;
+  createdAt: string;
+  /** The absolute end, however active the session is. */
+  expiresAt: string;
+  /** The last use, to the minute (the idle end is this plus the caller's idle time). */
+  lastSeenAt: string;
+}
+
+export interface NewConsoleSession {
+  userId: string;
+  /** Absolute lifetime from now. */
+  ttlMs: number;
+}
+
 // --- certificates --------------------------------------------------------------------------------
 
 export interface CertificateRecord {
@@ -367,6 +388,8 @@ export interface AccessEventQuery {
   user?: string;
   device?: string;
   decision?: AccessDecision;
+  /** Only events whose `reasons` include exactly this code. */
+  reason?: string;
   /** Inclusive lower bound on the event time (ISO). */
   since?: string;
   /** Exclusive upper bound on the event time (ISO). */
@@ -535,6 +558,20 @@ export interface Store {
   /** The token's record if the secret is valid, unrevoked and unexpired; otherwise undefined. */
   verifyApiToken(secret: string): Promise<ApiTokenRecord | undefined>;
   revokeApiToken(id: string, options: ActorOptions): Promise<ApiTokenRecord>;
+
+  /** A new console session for the user; the secret (the cookie value) is returned once. */
+  createConsoleSession(session: NewConsoleSession): Promise<IssuedToken<ConsoleSessionRecord>>;
+  /**
+   * The session of this secret when it has not reached its absolute end and was used within `idleMs`;
+   * this use is recorded (to the minute). Unknown, malformed, expired or idle: undefined, whichever.
+   */
+  useConsoleSession(secret: string, options: { idleMs: number }): Promise<ConsoleSessionRecord | undefined>;
+  /** Ends the session of this secret (logout); false when there was none. */
+  deleteConsoleSession(secret: string): Promise<boolean>;
+  /** Ends every console session of a user; returns how many. */
+  deleteConsoleSessionsOfUser(userId: string): Promise<number>;
+  /** Deletes the sessions past their absolute end at `now`, or idle longer than `idleMs`; returns how many. */
+  pruneConsoleSessions(now: string, idleMs: number): Promise<number>;
 
   createJoinToken(token: NewJoinToken, options: ActorOptions): Promise<IssuedToken<JoinTokenRecord>>;
   listJoinTokens(): Promise<JoinTokenRecord[]>;
