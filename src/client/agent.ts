@@ -35,7 +35,7 @@ import { CausewayError, UserError, errorCode, errorMessage } from '../lib/errors
 import { assertSafePath } from '../lib/fs-safety.ts';
 import type { Logger } from '../lib/log.ts';
 import type { Session } from '../lib/session/index.ts';
-import { AGENT_HEADER, agentSocketPath, checkSocketPath } from './agent-client.ts';
+import { AGENT_HEADER, agentSocketPath, agentStatus, checkSocketPath } from './agent-client.ts';
 import type { AgentConnection, AgentConnectResult, AgentStatus } from './agent-client.ts';
 import { findEntry, proxyInputFor } from './catalog.ts';
 import type { CatalogContext, CatalogEntry } from './catalog.ts';
@@ -173,6 +173,22 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+/** Lock tokens held by agents in this process (an agent of this process is alive exactly while its token is here). */
+const HELD_HERE = new Set<string>();
+
+/**
+ * Whether agent.pid belongs to a live agent: one of this process, or a live process that either answers
+ * on the socket or took the lock less than 30 s ago (it may still be starting). A pid reused by an
+ * unrelated process after a crash therefore does not block a new agent for longer than that.
+ */
+async function lockHeld(home: string, token: string, pid: number, mtimeMs: number): Promise<boolean> {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  if (pid === process.pid) return HELD_HERE.has(token);
+  if (!pidAlive(pid)) return false;
+  if (Date.now() - mtimeMs < 30_000) return true;
+  return (await agentStatus(home, { timeoutMs: 5_000 }).catch(() => null)) !== null;
+}
+
 /** Takes agent.pid for this process; AGENT_ALREADY_RUNNING when a live agent holds it. Returns its release. */
 async function takePidLock(home: string): Promise<() => Promise<void>> {
   const file = path.join(home, AGENT_PID_FILE);
@@ -182,7 +198,9 @@ async function takePidLock(home: string): Promise<() => Promise<void>> {
       const handle = await open(file, 'wx', 0o600);
       await handle.writeFile(`${token}\n`);
       await handle.close();
+      HELD_HERE.add(token);
       return async () => {
+        HELD_HERE.delete(token);
         const now = await readFile(file, 'utf8').catch(() => '');
         if (now.startsWith(token)) await unlink(file).catch(() => undefined);
       };
@@ -190,8 +208,9 @@ async function takePidLock(home: string): Promise<() => Promise<void>> {
       if (errorCode(err) !== 'EEXIST') throw new UserError('AGENT_HOME_UNWRITABLE', `cannot create ${file}: ${errorCode(err) ?? errorMessage(err)}`, { cause: err });
     }
     const text = await readFile(file, 'utf8').catch(() => '');
+    const mtimeMs = await stat(file).then((st) => st.mtimeMs, () => 0);
     const pid = Number(text.split(' ')[0]);
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid)) {
+    if (await lockHeld(home, text.trim(), pid, mtimeMs)) {
       throw new UserError('AGENT_ALREADY_RUNNING', `A Causeway agent is already running for ${home} (pid ${pid}). Use it (causeway status), or stop it first (kill ${pid}).`);
     }
     // Its holder is gone: move it aside under a unique name, so two agents breaking it cannot remove a fresh one.
