@@ -224,7 +224,7 @@ export function parseKubeconfig(text: string, file: string): Document.Parsed {
   const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
   const error = doc.errors[0];
   if (error !== undefined) {
-    const line = error.linePos?.[0].line;
+    const line = error.linePos?.[0].line ?? text.slice(0, error.pos[0]).split('\n').length;
     throw malformed(file, line, error.message.split('\n')[0] ?? 'not valid YAML');
   }
   const root = doc.contents;
