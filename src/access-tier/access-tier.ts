@@ -11,7 +11,8 @@
  *   on every connection, resumed or not).
  * - Configuration comes from a ConfigSource; each snapshot becomes one immutable state (state.ts),
  *   swapped as a whole. After a swap every live connection and tunnel is checked again and the ones
- *   no longer allowed are cut at once (service removed, serial revoked, policy flipped).
+ *   no longer allowed are cut at once (service removed, serial revoked, policy flipped), and so is a
+ *   session an admin disconnected (a SessionKill naming its id: closeReason `disconnected-by-admin`).
  */
 import { createServer } from 'node:tls';
 import type { Server, TLSSocket } from 'node:tls';
@@ -21,6 +22,7 @@ import { systemClock } from '../lib/clock.ts';
 import type { Clock } from '../lib/clock.ts';
 import type { ConfigSnapshot, ConfigSource } from '../lib/config/index.ts';
 import { UserError, errorCode } from '../lib/errors.ts';
+import { DISCONNECTED_BY_ADMIN } from '../lib/live/wire.ts';
 import { silentLogger } from '../lib/log.ts';
 import type { Logger } from '../lib/log.ts';
 import { mtlsServerOptions } from '../lib/pki/index.ts';
@@ -93,6 +95,8 @@ export interface AccessTier {
   port(): number;
   stats(): AccessTierStats;
   liveConnections(): LiveConnection[];
+  /** Called after a live connection is added or removed (the live-session reporter); returns the function that stops it. */
+  onSessionsChanged(listener: () => void): () => void;
   /** Cuts the live connections matching every given field; returns how many (for the control plane's revocations). */
   cut(filter: ConnectionFilter, reason: string): number;
   /**
@@ -223,6 +227,10 @@ class AccessTierServer implements AccessTier {
     return this.#registry.all();
   }
 
+  onSessionsChanged(listener: () => void): () => void {
+    return this.#registry.onChange(listener);
+  }
+
   cut(filter: ConnectionFilter, reason: string): number {
     return this.#registry.cut(filter, reason);
   }
@@ -296,13 +304,30 @@ class AccessTierServer implements AccessTier {
   #apply(snapshot: ConfigSnapshot): void {
     try {
       if (this.#state?.version === snapshot.version) return;
+      const killedBefore = this.#state?.snapshot.sessionKills;
       const next = buildState(snapshot, this.name);
       for (const problem of next.problems) this.#logger.warn({ configVersion: next.version, problem }, 'configuration problem');
       this.#state = next;
       this.#logger.info({ configVersion: next.version, services: next.bySni.size, connectors: next.connectors.size }, 'configuration applied');
-      // A decision that no longer holds is cut at once (DESIGN §2 step 8).
       let cut = 0;
+      // An admin's disconnect: the named session ends now, whatever the policy says.
+      const killed = new Set<string>();
+      const kills = next.snapshot.sessionKills;
+      if (kills !== undefined && kills.length > 0) {
+        const before = new Set(killedBefore ?? []);
+        for (const id of kills) {
+          if (before.has(id)) continue;
+          const c = this.#registry.get(id);
+          if (c === undefined) continue;
+          c.cut(DISCONNECTED_BY_ADMIN);
+          killed.add(id);
+          cut++;
+          this.#logger.info({ session: id, service: c.service, user: c.identity.user }, 'session disconnected by an admin');
+        }
+      }
+      // A decision that no longer holds is cut at once (DESIGN §2 step 8).
       for (const c of this.#registry.all()) {
+        if (killed.has(c.id)) continue;
         const why = stillAllowed(c, next, this.#ctx);
         if (why !== undefined) {
           c.cut(why);

@@ -258,6 +258,8 @@ async function proceed(socket: TLSSocket, ctx: AccessTierContext, a: Admitted): 
     if (head.rest.length > 0) socket.unshift(head.rest);
   }
   const r = relay(socket, upstream, abortUpstream !== undefined ? { abortUpstream } : {});
+  const headLength = head?.headLength ?? 0;
+  const bytes = (): { up: number; down: number } => ({ up: Math.max(0, socket.bytesRead - headLength), down: Math.max(0, socket.bytesWritten - (chain ? ESTABLISHED_LENGTH : 0)) });
   const live: LiveConnection = {
     id: ev.id ?? '',
     service: entry.name,
@@ -268,6 +270,7 @@ async function proceed(socket: TLSSocket, ctx: AccessTierContext, a: Admitted): 
     source: ev.source,
     startedAt: ctx.clock.now(),
     cut: (reason) => r.abort(reason),
+    bytes,
   };
   ctx.registry.add(live);
   let expiry: NodeJS.Timeout | undefined;
@@ -279,11 +282,11 @@ async function proceed(socket: TLSSocket, ctx: AccessTierContext, a: Admitted): 
   const result = await r.done;
   clearTimeout(expiry);
   ctx.registry.remove(live);
-  const headLength = head?.headLength ?? 0;
+  const total = bytes();
   ctx.record({
     ...allowed,
-    bytesUp: Math.max(0, socket.bytesRead - headLength),
-    bytesDown: Math.max(0, socket.bytesWritten - (chain ? ESTABLISHED_LENGTH : 0)),
+    bytesUp: total.up,
+    bytesDown: total.down,
     durationMs: elapsed(),
     closeReason: closeReason(result, tunnelLost()),
   });

@@ -12,7 +12,9 @@
  *   revocations follow the control plane's config stream; the last good configuration is kept in
  *   DIR and enforced through a control-plane outage (and after a restart during one). Every live
  *   connection is decided again on each change and cut when no longer allowed. Access events go to
- *   a spool under DIR/events and are shipped to the control plane in batches.
+ *   a spool under DIR/events and are shipped to the control plane in batches. Live sessions and
+ *   tunnels are reported every 5 s and shortly after each change (the console's live sessions), and
+ *   an admin's disconnect arrives through the config stream.
  *
  * From files (no control plane):
  *
@@ -37,14 +39,17 @@ import { UserError } from '../lib/errors.ts';
 import { assertSafePath } from '../lib/fs-safety.ts';
 import { configStreamHealth, startHealthServer } from '../lib/health/server.ts';
 import type { Closable } from '../lib/lifecycle.ts';
+import { httpReportSender } from '../lib/live/reporter.ts';
 import { createLogger } from '../lib/log.ts';
 import { accessTierStats, meteredSink } from '../lib/metrics/index.ts';
 import { parseAuthority } from '../lib/net/target.ts';
+import { CAUSEWAY_VERSION } from '../lib/version.ts';
 import { createPolicyDecider } from '../lib/policy/index.ts';
 import { closeStarted, defaultPartCommandIo, joinAsPart, readPemFlags, requireFileFlags, startMetrics } from '../part-command.ts';
 import type { PartCommandIo } from '../part-command.ts';
 import { DEFAULT_ACCESS_TIER_PORT, startAccessTier } from './access-tier.ts';
 import type { AccessTier } from './access-tier.ts';
+import { startSessionReport } from './session-report.ts';
 
 /** What the command touches outside itself; tests replace it. `onStarted` is called once the access tier listens. */
 export type AccessTierCommandIo = PartCommandIo<AccessTier>;
@@ -157,6 +162,14 @@ async function runJoinedAccessTier(flags: AccessTierFlags, controlPlaneUrl: stri
     started.push(accessTier);
     metrics?.track({ stats: accessTierStats(accessTier) });
     joined.onRenewed((tls) => accessTier.setTls(tls));
+    const reports = httpReportSender({ controlPlaneUrl, tls: () => joined.tls() });
+    const reporter = startSessionReport({ accessTier, send: reports, version: CAUSEWAY_VERSION, logger: logger.child({ part: 'live-report' }) });
+    started.push({
+      close: async () => {
+        await reporter.close();
+        reports.close();
+      },
+    });
     logger.info({ address: accessTier.address(), name: joined.name, controlPlane: controlPlaneUrl, dataDir }, 'access tier started');
     io.onStarted(started, accessTier, logger);
     return accessTier;

@@ -18,6 +18,8 @@ export interface LiveConnection {
   readonly startedAt: number;
   /** Ends the connection now; its access event records `reason` as the close reason. */
   cut(reason: string): void;
+  /** Bytes relayed so far: from the client (up) and to it (down), the CONNECT exchange left out. */
+  bytes(): { up: number; down: number };
 }
 
 export interface ConnectionFilter {
@@ -42,6 +44,7 @@ function keysOf(c: LiveConnection): Array<[IndexKey, string | undefined]> {
 
 export class ConnectionRegistry {
   readonly #all = new Map<string, LiveConnection>();
+  readonly #listeners = new Set<() => void>();
   readonly #index: Record<IndexKey, Map<string, Set<LiveConnection>>> = {
     service: new Map(),
     user: new Map(),
@@ -54,8 +57,19 @@ export class ConnectionRegistry {
     return this.#all.size;
   }
 
+  /** Called after every add and remove (the live-session reporter); returns the function that stops it. */
+  onChange(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #changed(): void {
+    for (const listener of this.#listeners) listener();
+  }
+
   add(c: LiveConnection): void {
     this.#all.set(c.id, c);
+    this.#changed();
     for (const [key, value] of keysOf(c)) {
       if (value === undefined) continue;
       let set = this.#index[key].get(value);
@@ -66,6 +80,7 @@ export class ConnectionRegistry {
 
   remove(c: LiveConnection): void {
     if (!this.#all.delete(c.id)) return;
+    this.#changed();
     for (const [key, value] of keysOf(c)) {
       if (value === undefined) continue;
       const set = this.#index[key].get(value);

@@ -31,13 +31,16 @@ import { assertSafePath } from '../lib/fs-safety.ts';
 import { configStreamHealth, startHealthServer } from '../lib/health/server.ts';
 import type { HealthReport } from '../lib/health/server.ts';
 import type { Closable } from '../lib/lifecycle.ts';
+import { httpReportSender, startPeerReporter } from '../lib/live/reporter.ts';
+import type { ConnectorReport } from '../lib/live/wire.ts';
 import { createLogger } from '../lib/log.ts';
 import { connectorStats } from '../lib/metrics/index.ts';
 import { parseAuthority } from '../lib/net/target.ts';
+import { CAUSEWAY_VERSION } from '../lib/version.ts';
 import { closeStarted, defaultPartCommandIo, joinAsPart, readPemFlags, requireFileFlags, startMetrics } from '../part-command.ts';
 import type { PartCommandIo } from '../part-command.ts';
 import { startConnector } from './connector.ts';
-import type { Connector } from './connector.ts';
+import type { Connector, ConnectorStatus } from './connector.ts';
 
 /** What the command touches outside itself; tests replace it. `onStarted` is called once the connector runs. */
 export type ConnectorCommandIo = PartCommandIo<Connector>;
@@ -142,6 +145,16 @@ async function runJoinedConnector(flags: ConnectorFlags, controlPlaneUrl: string
     started.push(connector);
     metrics?.track({ stats: connectorStats(connector) });
     joined.onRenewed((tls) => connector.setTls(tls));
+    // Its tunnels, every 5 s, for the console's health view (src/lib/live).
+    const reports = httpReportSender({ controlPlaneUrl, tls: () => joined.tls() });
+    const startedAt = new Date().toISOString();
+    const reporter = startPeerReporter({ build: () => connectorReport(connector.status(), CAUSEWAY_VERSION, startedAt), send: reports, logger: logger.child({ part: 'live-report' }) });
+    started.push({
+      close: async () => {
+        await reporter.close();
+        reports.close();
+      },
+    });
     const status = connector.status();
     if (status.problem !== undefined) logger.warn({ problem: status.problem }, 'the connector has nothing to do yet');
     logger.info({ name: joined.name, controlPlane: controlPlaneUrl, dataDir, accessTiers: status.tunnels.map((t) => `${t.accessTier} ${t.address}`) }, 'connector started');
@@ -151,6 +164,11 @@ async function runJoinedConnector(flags: ConnectorFlags, controlPlaneUrl: string
     await closeStarted(started);
     throw err;
   }
+}
+
+/** The connector's live report (src/lib/live/wire.ts): its tunnels that are up. */
+export function connectorReport(status: ConnectorStatus, version: string, startedAt: string): ConnectorReport {
+  return { version, startedAt, tunnels: status.tunnels.filter((t) => t.state === 'up').map((t) => ({ accessTier: t.accessTier, since: t.since, streams: t.activeStreams })) };
 }
 
 /** Ready while at least one tunnel is up; degraded while some are down. */

@@ -12,7 +12,7 @@
  * while changes arrive can neither miss one nor get one twice. Subscribers are called in commit
  * order with one delta per batch the feed delivered.
  */
-import { encodeRecord, receivesPrincipals, DEVICE_CHANGE_KIND, REVOKED_CERTIFICATE_CHANGE_KIND, STREAMED_SPEC_KINDS, USER_CHANGE_KIND } from '../../lib/config/wire.ts';
+import { encodeRecord, receivesPrincipals, DEVICE_CHANGE_KIND, REVOKED_CERTIFICATE_CHANGE_KIND, SESSION_KILL_CHANGE_KIND, STREAMED_SPEC_KINDS, USER_CHANGE_KIND } from '../../lib/config/wire.ts';
 import type { StreamAudience, StreamedSpecKind, WireChange, WireDevice, WireSnapshot, WireUser } from '../../lib/config/wire.ts';
 import type { Clock } from '../../lib/clock.ts';
 import type { Logger } from '../../lib/log.ts';
@@ -57,6 +57,8 @@ export class ConfigHub {
   readonly #devices = new Map<string, WireDevice>();
   /** Serial → notAfter (ISO) of revoked certificates. */
   readonly #revoked = new Map<string, string>();
+  /** Ids of live sessions with a pending SessionKill (access tiers cut them). */
+  readonly #kills = new Set<string>();
   readonly #subscribers = new Set<HubSubscriber>();
   readonly #rendered = new Map<boolean, { revision: number; line: string }>();
   #entries: Entry[] = [];
@@ -97,6 +99,8 @@ export class ConfigHub {
     const revoked = await this.#store.listRevokedCertificates();
     for (const c of revoked) this.#revoked.set(c.serial, c.notAfter);
     for (const serial of snapshot.revokedSerials) if (!this.#revoked.has(serial)) this.#revoked.set(serial, '9999-12-31T23:59:59.999Z');
+    // Read after the snapshot: a kill committed in between is in both, which is harmless (a set).
+    for (const kill of await this.#store.listSessionKills()) this.#kills.add(kill.id);
     this.#revision = snapshot.revision;
     // Every change in (horizon, revision] is primed, so peers resume across restarts.
     const prime = Math.min(this.#retain, this.#pageSize);
@@ -161,6 +165,9 @@ export class ConfigHub {
       else this.#devices.delete(change.name);
     } else if (change.kind === REVOKED_CERTIFICATE_CHANGE_KIND && change.op === 'delete') {
       this.#revoked.delete(change.name);
+    } else if (change.kind === SESSION_KILL_CHANGE_KIND) {
+      if (change.op === 'put') this.#kills.add(change.name);
+      else this.#kills.delete(change.name);
     }
   }
 
@@ -234,6 +241,7 @@ export class ConfigHub {
       if (principals) {
         snapshot.users = [...this.#users.values()];
         snapshot.devices = [...this.#devices.values()];
+        if (this.#kills.size > 0) snapshot.sessionKills = [...this.#kills].sort();
       }
       line = encodeRecord({ type: 'snapshot', revision: this.#revision, snapshot });
       this.#rendered.set(principals, { revision: this.#revision, line });
@@ -254,7 +262,7 @@ export class ConfigHub {
 function deltaLine(revision: number, entries: Entry[], principals: boolean): string {
   const changes: WireChange[] = [];
   for (const e of entries) {
-    if (!principals && (e.change.kind === USER_CHANGE_KIND || e.change.kind === DEVICE_CHANGE_KIND)) continue;
+    if (!principals && (e.change.kind === USER_CHANGE_KIND || e.change.kind === DEVICE_CHANGE_KIND || e.change.kind === SESSION_KILL_CHANGE_KIND)) continue;
     changes.push(e.change);
   }
   return encodeRecord({ type: 'delta', revision, changes });

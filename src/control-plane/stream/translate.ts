@@ -4,11 +4,11 @@
  * need. Nothing else a record holds (password hashes, device public keys, hostnames, posture detail,
  * other kinds' specs, which may hold secrets) ever reaches a peer.
  */
-import { isStreamedSpecKind, DEVICE_CHANGE_KIND, REVOKED_CERTIFICATE_CHANGE_KIND, USER_CHANGE_KIND } from '../../lib/config/wire.ts';
+import { isStreamedSpecKind, DEVICE_CHANGE_KIND, REVOKED_CERTIFICATE_CHANGE_KIND, SESSION_KILL_CHANGE_KIND, USER_CHANGE_KIND } from '../../lib/config/wire.ts';
 import type { WireChange, WireDevice, WireUser } from '../../lib/config/wire.ts';
 import { API_VERSION } from '../../lib/spec/index.ts';
-import { CERTIFICATE_KIND, DEVICE_KIND, USER_KIND } from '../store/index.ts';
-import type { CertificateRecord, Change, DeviceRecord, StoredObject, UserRecord } from '../store/index.ts';
+import { CERTIFICATE_KIND, DEVICE_KIND, SESSION_KILL_KIND, USER_KIND } from '../store/index.ts';
+import type { CertificateRecord, Change, DeviceRecord, SessionKillRecord, StoredObject, UserRecord } from '../store/index.ts';
 
 /** A stored object as its spec document. Only the metadata fields specs define are carried. */
 export function specDocument(object: Pick<StoredObject, 'kind' | 'name' | 'metadata' | 'spec'>): Record<string, unknown> {
@@ -68,6 +68,12 @@ export function wireChange(change: Change): WireChange | undefined {
     const record = change.object as CertificateRecord | null;
     const revoked = change.op === 'put' && record !== null && record.revokedAt !== null;
     return { kind: REVOKED_CERTIFICATE_CHANGE_KIND, name: change.name, op: revoked ? 'put' : 'delete' };
+  }
+  if (change.kind === SESSION_KILL_KIND) {
+    if (change.op === 'delete' || change.object === null) return { kind: SESSION_KILL_CHANGE_KIND, name: change.name, op: 'delete' };
+    // Who and when only: what the session was stays in the audit log.
+    const kill = change.object as SessionKillRecord;
+    return { kind: SESSION_KILL_CHANGE_KIND, name: change.name, op: 'put', object: { by: kill.by, at: kill.at } };
   }
   return undefined;
 }

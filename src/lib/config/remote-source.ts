@@ -36,7 +36,7 @@ import { deepFreeze } from './snapshot.ts';
 import type { ConfigSnapshot, ConfigSource } from './snapshot.ts';
 import { FirstSnapshotWaiters, SnapshotSubscribers } from './subscribers.ts';
 import {
-  CONFIG_STREAM_PATH, DEVICE_CHANGE_KIND, HEARTBEAT_INTERVAL_MS, MAX_RECORD_BYTES, REVOKED_CERTIFICATE_CHANGE_KIND, STREAMED_SPEC_KINDS, USER_CHANGE_KIND,
+  CONFIG_STREAM_PATH, DEVICE_CHANGE_KIND, HEARTBEAT_INTERVAL_MS, MAX_RECORD_BYTES, REVOKED_CERTIFICATE_CHANGE_KIND, SESSION_KILL_CHANGE_KIND, STREAMED_SPEC_KINDS, USER_CHANGE_KIND,
   decodeRecord, deviceState, encodeRecord, isStreamedSpecKind, userState, wireDeviceSchema, wireUserSchema,
 } from './wire.ts';
 import type { StreamedSpecKind, WireChange, WireDevice, WireSnapshot, WireUser } from './wire.ts';
@@ -108,6 +108,8 @@ class StreamState {
   readonly users = new Map<string, { wire: WireUser; state: UserState }>();
   readonly devices = new Map<string, { wire: WireDevice; state: DeviceState }>();
   readonly revoked = new Set<string>();
+  /** Live session ids with a pending SessionKill. */
+  readonly kills = new Set<string>();
   principals = false;
   readonly #lists = new Map<string, unknown[]>();
   readonly #logger: Logger;
@@ -122,6 +124,7 @@ class StreamState {
     this.users.clear();
     this.devices.clear();
     this.revoked.clear();
+    this.kills.clear();
     this.#lists.clear();
     const lists: Record<StreamedSpecKind, unknown[]> = { Service: snapshot.services, AccessTier: snapshot.accessTiers, Connector: snapshot.connectors, Policy: snapshot.policies, Role: snapshot.roles };
     for (const kind of STREAMED_SPEC_KINDS) {
@@ -134,6 +137,7 @@ class StreamState {
     for (const user of snapshot.users ?? []) this.users.set(user.id, { wire: user, state: deepFreeze(userState(user)) });
     for (const device of snapshot.devices ?? []) this.devices.set(device.id, { wire: device, state: deepFreeze(deviceState(device)) });
     for (const serial of snapshot.revokedSerials) this.revoked.add(serial.toLowerCase());
+    for (const id of snapshot.sessionKills ?? []) this.kills.add(id);
   }
 
   /** Applies changes in order; whether anything changed. */
@@ -192,6 +196,14 @@ class StreamState {
             changed = true;
           }
         } else changed = this.revoked.delete(serial) || changed;
+      } else if (change.kind === SESSION_KILL_CHANGE_KIND) {
+        this.#lists.delete('kills');
+        if (change.op === 'put') {
+          if (!this.kills.has(change.name)) {
+            this.kills.add(change.name);
+            changed = true;
+          }
+        } else changed = this.kills.delete(change.name) || changed;
       }
       // Other kinds: a newer server's; ignored.
     }
@@ -209,6 +221,7 @@ class StreamState {
       roles: this.#specList('Role') as ConfigSnapshot['roles'],
       revokedSerials: this.#cached('revoked', () => [...this.revoked].sort()) as string[],
     };
+    if (this.kills.size > 0) snapshot.sessionKills = this.#cached('kills', () => [...this.kills].sort()) as string[];
     if (this.principals) {
       snapshot.users = this.#cached('users', () => [...this.users.values()].map((u) => u.state)) as UserState[];
       snapshot.devices = this.#cached('devices', () => [...this.devices.values()].map((d) => d.state)) as DeviceState[];
@@ -220,6 +233,7 @@ class StreamState {
   wire(): WireSnapshot {
     const specs = (kind: StreamedSpecKind): unknown[] => [...(this.specs.get(kind)?.values() ?? [])].map((s) => s.wire);
     const wire: WireSnapshot = { services: specs('Service'), accessTiers: specs('AccessTier'), connectors: specs('Connector'), policies: specs('Policy'), roles: specs('Role'), revokedSerials: [...this.revoked].sort() };
+    if (this.kills.size > 0) wire.sessionKills = [...this.kills].sort();
     if (this.principals) {
       wire.users = [...this.users.values()].map((u) => u.wire);
       wire.devices = [...this.devices.values()].map((d) => d.wire);

@@ -30,6 +30,11 @@ export interface ConfigSnapshot {
    */
   users?: UserState[];
   devices?: DeviceState[];
+  /**
+   * Ids of live sessions an admin ordered cut (the config stream's SessionKill, src/lib/config/wire.ts);
+   * the access tier holding one cuts it. Undefined or empty: none.
+   */
+  sessionKills?: string[];
 }
 
 export interface ConfigSource {

@@ -22,9 +22,17 @@
  * A delta's changes apply in order: each puts or deletes one item by kind and name —
  * spec objects (Service, AccessTier, Connector, Policy, Role: the spec document, as
  * `causeway get -o yaml` shows it), `User` (by id), `Device` (by id) and `RevokedCertificate`
- * (by serial; put = revoked, delete = no longer listed because it expired). Kinds a peer does not
- * know are ignored, so servers can add kinds. Connectors receive no users or devices (the snapshot
- * omits both lists and deltas skip them): they decide nothing about people.
+ * (by serial; put = revoked, delete = no longer listed because it expired), and `SessionKill` (by
+ * live session id: put = an admin ordered that session cut, with `{ by, at }`; delete = the order
+ * expired, 10 minutes later). Kinds a peer does not know are ignored, so servers can add kinds (a
+ * peer older than SessionKill simply does not cut on a console disconnect). Connectors receive no
+ * users, devices or session kills (the snapshot omits those lists and deltas skip them): they decide
+ * nothing about people or sessions.
+ *
+ * A SessionKill is state, not an event: the snapshot carries the pending ones (`sessionKills`), so an
+ * access tier that reconnects within the 10 minutes still learns of it. The access tier holding that
+ * session destroys it and records its access event with closeReason `disconnected-by-admin`; every
+ * other access tier finds no such session and does nothing.
  *
  * Principal state is exactly what decisions need (lib/policy/types.ts) and nothing else: no
  * password hashes, public keys, hostnames or posture detail beyond the trust verdict.
@@ -52,6 +60,7 @@ export type StreamedSpecKind = (typeof STREAMED_SPEC_KINDS)[number];
 export const USER_CHANGE_KIND = 'User';
 export const DEVICE_CHANGE_KIND = 'Device';
 export const REVOKED_CERTIFICATE_CHANGE_KIND = 'RevokedCertificate';
+export const SESSION_KILL_CHANGE_KIND = 'SessionKill';
 
 /** Which peers may hold a config stream, and what they receive. */
 export type StreamAudience = 'access-tier' | 'connector' | 'kube-proxy';
@@ -125,6 +134,8 @@ export interface WireSnapshot {
   users?: WireUser[];
   devices?: WireDevice[];
   revokedSerials: string[];
+  /** Ids of live sessions an admin ordered cut (pending SessionKill orders); omitted for connectors and by older servers. */
+  sessionKills?: string[];
 }
 
 export interface WireChange {
@@ -133,7 +144,7 @@ export interface WireChange {
   /** Spec object name, user or device id, or certificate serial. */
   name: string;
   op: 'put' | 'delete';
-  /** With `put`: the spec document, WireUser or WireDevice; absent for RevokedCertificate. */
+  /** With `put`: the spec document, WireUser, WireDevice or `{ by, at }` (SessionKill); absent for RevokedCertificate. */
   object?: unknown;
 }
 
@@ -179,6 +190,7 @@ export const wireSnapshotSchema = z.object({
   users: z.array(wireUserSchema).max(10_000_000).optional(),
   devices: z.array(wireDeviceSchema).max(10_000_000).optional(),
   revokedSerials: z.array(z.string().regex(/^[0-9A-Fa-f]{1,128}$/)).max(10_000_000),
+  sessionKills: z.array(z.string().min(1).max(256)).max(1_000_000).optional(),
 });
 
 export const wireChangeSchema = z.object({
