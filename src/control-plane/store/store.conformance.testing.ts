@@ -1270,4 +1270,105 @@ export function runStoreConformance(name: string, openStore: OpenStore, cleanup:
       assert.equal(renewed.kill.by, 'user:carol');
     });
   });
+
+  void describe(`${name} store conformance: console sessions and event reasons`, () => {
+    async function open(t: TestContext, options?: OpenOptions): Promise<Store> {
+      const store = await openStore(options);
+      t.after(() => store.close());
+      return store;
+    }
+
+    void test('a console session is found by its secret until its idle or absolute end; each use (to the minute) moves the idle end', async (t) => {
+      const clock = new FakeClock(Date.parse('2031-01-01T00:00:00.000Z'));
+      const store = await open(t, { clock });
+      const userId = `u-${uid()}`;
+      const { token, record } = await store.createConsoleSession({ userId, ttlMs: 8 * 3_600_000 });
+      assert.match(token, /^cwcs_[A-Za-z0-9_-]{43}$/);
+      assert.deepEqual(record, { id: hashToken(token).slice(0, 16), userId, createdAt: '2031-01-01T00:00:00.000Z', expiresAt: '2031-01-01T08:00:00.000Z', lastSeenAt: '2031-01-01T00:00:00.000Z' });
+      const idleMs = 3_600_000;
+      assert.deepEqual(await store.useConsoleSession(token, { idleMs }), record);
+      clock.advance(30_000);
+      assert.equal((await store.useConsoleSession(token, { idleMs }))?.lastSeenAt, '2031-01-01T00:00:00.000Z', 'uses within a minute are not written');
+      clock.advance(59 * 60_000);
+      assert.equal((await store.useConsoleSession(token, { idleMs }))?.lastSeenAt, '2031-01-01T00:59:30.000Z');
+      clock.advance(idleMs - 1);
+      assert.notEqual(await store.useConsoleSession(token, { idleMs }), undefined);
+      clock.advance(idleMs);
+      assert.equal(await store.useConsoleSession(token, { idleMs }), undefined, 'idle for an hour');
+
+      const busy = await store.createConsoleSession({ userId, ttlMs: 2 * 3_600_000 });
+      for (let i = 0; i < 3; i++) {
+        clock.advance(35 * 60_000);
+        assert.notEqual(await store.useConsoleSession(busy.token, { idleMs }), undefined, `use ${i}`);
+      }
+      clock.advance(40 * 60_000);
+      assert.equal(await store.useConsoleSession(busy.token, { idleMs }), undefined, 'past the absolute end');
+
+      for (const bad of ['', 'cwcs_', `cwcs_${'a'.repeat(42)}`, token.slice(0, -1), `${token}x`, `cwat_${token.slice(5)}`, token.toUpperCase()]) {
+        assert.equal(await store.useConsoleSession(bad, { idleMs }), undefined, bad);
+      }
+      assert.equal(await store.useConsoleSession(`cwcs_${randomBytes(32).toString('base64url')}`, { idleMs }), undefined);
+    });
+
+    void test('console sessions end by secret or by user, and prune removes only ended ones; only hashes are stored', async (t) => {
+      const clock = new FakeClock(Date.parse('2031-02-01T00:00:00.000Z'));
+      const store = await open(t, { clock });
+      const alice = `u-${uid()}`;
+      const bob = `u-${uid()}`;
+      const a1 = await store.createConsoleSession({ userId: alice, ttlMs: 8 * 3_600_000 });
+      const a2 = await store.createConsoleSession({ userId: alice, ttlMs: 8 * 3_600_000 });
+      const b1 = await store.createConsoleSession({ userId: bob, ttlMs: 8 * 3_600_000 });
+      assert.notEqual(a1.token, a2.token);
+      const text = await dump();
+      for (const s of [a1, a2, b1]) {
+        assert.ok(!text.includes(s.token.slice(5)), 'the secret is not stored');
+        assert.ok(text.includes(hashToken(s.token)), 'its hash is');
+      }
+      assert.equal(await store.deleteConsoleSession(a1.token), true);
+      assert.equal(await store.deleteConsoleSession(a1.token), false);
+      assert.equal(await store.deleteConsoleSession('not a secret'), false);
+      assert.equal(await store.useConsoleSession(a1.token, { idleMs: 3_600_000 }), undefined);
+      assert.equal(await store.deleteConsoleSessionsOfUser(alice), 1);
+      assert.equal(await store.useConsoleSession(a2.token, { idleMs: 3_600_000 }), undefined);
+      assert.notEqual(await store.useConsoleSession(b1.token, { idleMs: 3_600_000 }), undefined);
+
+      const short = await store.createConsoleSession({ userId: bob, ttlMs: 60_000 });
+      const idle = await store.createConsoleSession({ userId: bob, ttlMs: 8 * 3_600_000 });
+      clock.advance(30 * 60_000);
+      const live = await store.createConsoleSession({ userId: bob, ttlMs: 8 * 3_600_000 });
+      await store.useConsoleSession(b1.token, { idleMs: 3_600_000 });
+      clock.advance(40 * 60_000);
+      // Prune is global (other tests share the database): count only what it did to ours.
+      await store.pruneConsoleSessions(new Date(clock.now()).toISOString(), 3_600_000);
+      clock.advance(-1);
+      assert.equal(await store.useConsoleSession(short.token, { idleMs: 10 * 3_600_000 }), undefined, 'past its end: pruned');
+      assert.equal(await store.useConsoleSession(idle.token, { idleMs: 10 * 3_600_000 }), undefined, 'idle 70 minutes: pruned');
+      assert.notEqual(await store.useConsoleSession(live.token, { idleMs: 3_600_000 }), undefined);
+      assert.notEqual(await store.useConsoleSession(b1.token, { idleMs: 3_600_000 }), undefined);
+      await rejectsWith(store.createConsoleSession({ userId: '', ttlMs: 1000 }), 'INVALID_ARGUMENT');
+      await rejectsWith(store.createConsoleSession({ userId: alice, ttlMs: 0 }), 'INVALID_ARGUMENT');
+    });
+
+    void test('access events filter by one reason code: an element of reasons, exactly', async (t) => {
+      const store = await open(t);
+      const service = `svc-${uid()}`;
+      const events = [
+        accessEvent(1, { service, reasons: ['no-matching-role'] }),
+        accessEvent(2, { service, reasons: ['trust-too-low', 'trust:firewall-off'] }),
+        accessEvent(3, { service, reasons: ['no-matching-role-x', 'xno-matching-role'] }),
+        accessEvent(4, { service, reasons: ['"no-matching-role"', 'No-Matching-Role'] }),
+        accessEvent(5, { service, reasons: [] }),
+      ];
+      await store.appendAccessEvents(events);
+      const ids = async (reason: string): Promise<string[]> => (await store.queryAccessEvents({ service, reason })).events.map((e) => e.id).sort();
+      assert.deepEqual(await ids('no-matching-role'), [events[0].id]);
+      assert.deepEqual(await ids('trust:firewall-off'), [events[1].id]);
+      assert.deepEqual(await ids('trust-too-low'), [events[1].id]);
+      assert.deepEqual(await ids('"no-matching-role"'), [events[3].id]);
+      assert.deepEqual(await ids('matching'), []);
+      assert.deepEqual(await ids("x' or '1'='1"), []);
+      const page = await store.queryAccessEvents({ service, reason: 'no-matching-role', decision: events[0].decision, limit: 1 });
+      assert.deepEqual(page.events.map((e) => e.id), [events[0].id]);
+    });
+  });
 }
