@@ -16,7 +16,7 @@
  * they are set now.
  */
 import { accessSync, constants as fsConstants, createWriteStream } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { InvalidArgumentError } from 'commander';
@@ -35,6 +35,7 @@ import { describePortHolder, trustFromFiles } from './command.ts';
 import { defaultDeviceIo, deviceContext } from './device-command.ts';
 import type { DeviceIo } from './device-command.ts';
 import { systemBrowserOpener } from './identity-command.ts';
+import { describeIgnored, loadClientSettings } from './settings.ts';
 import { kubeconfigPath, resolveCausewayCommand, writeKubeconfigEntries } from './kubeconfig.ts';
 
 /** What the commands touch outside themselves; tests replace parts. */
@@ -50,7 +51,7 @@ export interface AgentCommandIo {
   /** Called once the foreground agent runs; the default closes it on SIGTERM/SIGINT and exits. */
   onAgentStarted: (agent: { close(): Promise<void> }, logger: ReturnType<typeof createLogger>) => void;
   /** The client settings the agent obeys (managed config over the user's; settings.ts). */
-  settings: () => Promise<AgentSettings>;
+  settings: (env: NodeJS.ProcessEnv, homedir: () => string) => Promise<AgentSettings>;
   /** Replaces parts of the agent's options (tests). */
   agent?: Partial<AgentOptions>;
   device?: Partial<DeviceIo>;
@@ -65,7 +66,11 @@ export interface AgentSettings {
 }
 
 const defaultIo: AgentCommandIo = {
-  settings: () => Promise.resolve({ kubeconfigOverwrite: false, autorun: [], hideCatalog: false, warnings: [] }),
+  settings: async (env, homedir) => {
+    const loaded = await loadClientSettings({ env, homedir, readFile: (file) => readFile(file, 'utf8') });
+    const { kubeconfigOverwrite, autorun, hideCatalog } = loaded.settings;
+    return { kubeconfigOverwrite, autorun, hideCatalog, warnings: describeIgnored(loaded) };
+  },
   env: process.env,
   homedir: () => os.homedir(),
   platform: process.platform,
@@ -172,7 +177,7 @@ async function runAgent(io: AgentCommandIo, flags: { appPort?: number; app: bool
   const logFile = path.join(home, AGENT_LOG);
   const logStream = createWriteStream(logFile, { flags: 'a', mode: 0o600 });
   const logger = createLogger({ name: 'causeway-agent', level: flags.logLevel, destination: logStream });
-  const settings = await io.settings();
+  const settings = await io.settings(io.env, io.homedir);
   for (const warning of settings.warnings) logger.warn(warning);
   const deviceIo: DeviceIo = { ...defaultDeviceIo, env: io.env, homedir: io.homedir, ...io.device };
   const ctx = deviceContext(deviceIo);
