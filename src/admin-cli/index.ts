@@ -9,6 +9,7 @@ import type { AdminIo } from './client.ts';
 import { registerDeviceCommands } from './devices.ts';
 import { registerEventCommands } from './events.ts';
 import { registerObjectCommands } from './objects.ts';
+import { registerSessionCommands } from './sessions.ts';
 import { registerTokenCommands } from './tokens.ts';
 import { registerUserCommands } from './users.ts';
 
@@ -42,4 +43,5 @@ export function registerAdminCommands(program: Command, io: Partial<AdminIo> = {
   registerTokenCommands(program, deps, connectionOptions);
   registerUserCommands(program, deps, connectionOptions);
   registerDeviceCommands(program, deps, connectionOptions);
+  registerSessionCommands(program, deps, connectionOptions);
 }
