@@ -5,7 +5,7 @@ import { itemsOf, listObjects } from '../objects.ts';
 import { Badge, CodeBlock, LoadState, Modal, Notice, PageHeader, Table, Time, useCanWrite, useLoad, YamlButton } from '../ui.tsx';
 import type { SpecDocument } from '../ui.tsx';
 
-interface Tunnel { connector?: string; accessTier?: string; since?: string; streams?: number }
+interface Tunnel { peer?: string; connector?: string; accessTier?: string; since?: string; streams?: number }
 
 interface Peer {
   name: string;
@@ -16,8 +16,10 @@ interface Peer {
   lastReport?: string | null;
   startedAt?: string | null;
   tunnels?: Tunnel[];
-  sessions?: number;
+  sessions?: number | null;
   address?: string | null;
+  configured?: boolean;
+  enrolled?: boolean;
 }
 
 interface JoinToken { token: string; id: string; kind: string; name: string; expiresAt: string; caPin: string; command: string }
@@ -144,7 +146,7 @@ export function PeersPage() {
             { header: 'Name', cell: (r) => (
               <div className="cell-stack">
                 <strong>{r.name}</strong>
-                <span className="muted small">{KIND_LABEL[r.kind] ?? r.kind}{r.spec?.kind === 'AccessTier' ? ` · ${String(r.spec.spec.address)}` : ''}</span>
+                <span className="muted small">{KIND_LABEL[r.kind] ?? r.kind}{r.address !== null && r.address !== undefined ? ` · ${r.address}` : ''}{r.configured === false ? ' · no spec' : ''}{r.enrolled === false ? ' · not enrolled' : ''}</span>
               </div>
             ) },
             { header: 'Cluster', cell: (r) => r.cluster ?? <span className="muted">—</span> },
@@ -156,11 +158,11 @@ export function PeersPage() {
               if (tunnels.length === 0) return <span className="muted">none</span>;
               return (
                 <ul className="rule-list">
-                  {tunnels.map((t, i) => <li key={i}>{t.connector ?? t.accessTier ?? '?'} <span className="muted small">{t.streams ?? 0} streams · since <Time iso={t.since} relative /></span></li>)}
+                  {tunnels.map((t, i) => <li key={i}>{t.peer ?? t.connector ?? t.accessTier ?? '?'} <span className="muted small">{t.streams ?? 0} streams · since <Time iso={t.since} relative /></span></li>)}
                 </ul>
               );
             } },
-            { header: 'Sessions', className: 'num', cell: (r) => (r.kind === 'access-tier' ? String(r.sessions ?? 0) : <span className="muted">—</span>) },
+            { header: 'Sessions', className: 'num', cell: (r) => (r.kind === 'access-tier' && r.sessions !== null && r.sessions !== undefined ? String(r.sessions) : <span className="muted">—</span>) },
             { header: '', className: 'actions', cell: (r) => (
               <div className="row-actions">
                 {r.spec === undefined ? null : <YamlButton doc={r.spec} />}

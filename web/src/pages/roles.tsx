@@ -114,7 +114,7 @@ function RolePreview({ spec }: { spec: RoleSpec }) {
   return (
     <Card title="Who matches now" actions={state.loading ? <span className="muted small">updating…</span> : undefined} className="preview-card">
       {state.error !== undefined ? <Notice tone="warning">No preview: {state.error}</Notice> : null}
-      {preview === undefined ? <div className="loading">Loading…</div> : (
+      {preview === undefined ? (state.error === undefined ? <div className="loading">Loading…</div> : null) : (
         <div className="preview" aria-label="Role preview">
           <h3>Users <span className="count">{preview.totalUsers}</span></h3>
           {preview.users.length === 0 ? <p className="muted small">No user matches.</p> : (

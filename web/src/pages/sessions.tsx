@@ -7,7 +7,9 @@ import { ago, ConfirmButton, formatBytes, LoadState, Notice, PageHeader, Table, 
 export interface LiveSession {
   id: string;
   user?: string;
+  userName?: string;
   device?: string;
+  deviceName?: string;
   service?: string;
   since?: string;
   source?: string;
@@ -39,8 +41,8 @@ export function SessionsPage() {
           rowKey={(s) => s.id}
           empty="Nobody is connected right now."
           columns={[
-            { header: 'User', cell: (s) => <strong>{s.user ?? '—'}</strong> },
-            { header: 'Device', cell: (s) => <span className="mono small">{s.device === undefined ? '—' : s.device.slice(0, 13)}</span> },
+            { header: 'User', cell: (s) => <strong>{s.userName ?? s.user ?? '—'}</strong> },
+            { header: 'Device', cell: (s) => (s.deviceName !== undefined ? <span title={s.device}>{s.deviceName}</span> : <span className="mono small">{s.device === undefined ? '—' : s.device.slice(0, 13)}</span>) },
             { header: 'Service', cell: (s) => s.service ?? '—' },
             { header: 'Path', cell: (s) => (
               <div className="cell-stack">
@@ -59,10 +61,10 @@ export function SessionsPage() {
                   label="Disconnect"
                   danger
                   title="Disconnect this session"
-                  message={<p>{s.user ?? 'The user'}'s connection to {s.service ?? 'the service'} is cut at once, on whichever access tier holds it.</p>}
+                  message={<p>{s.userName ?? s.user ?? 'The user'}'s connection to {s.service ?? 'the service'} is cut at once, on whichever access tier holds it.</p>}
                   onConfirm={async () => {
                     await api('POST', `/sessions/${encodeURIComponent(s.id)}/disconnect`, { body: {} });
-                    setMessage(`Disconnected ${s.user ?? ''} from ${s.service ?? 'the service'}.`);
+                    setMessage(`Disconnected ${s.userName ?? s.user ?? 'the user'} from ${s.service ?? 'the service'}.`);
                     loaded.reload();
                   }}
                 />
