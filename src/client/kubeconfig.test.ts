@@ -307,11 +307,13 @@ void test("authentication 'cluster': the context uses the user named after the c
   assert.equal(/causeway-corp|kube-credential/.test(fs.readFileSync(without, 'utf8')), false);
 });
 
-void test('two services with one cluster name are refused; non-kubernetes entries are ignored', async (t) => {
+void test('of two services with one cluster name the first given is written and the other reported; non-kubernetes entries are ignored', async (t) => {
   const dir = tempDir(t);
   const file = path.join(dir, 'config');
-  await assert.rejects(writeKubeconfigEntries(target(file), [prod, { entry: kube('prod-again', 'prod'), listenPort: 8085 }]), /KUBECONFIG_DUPLICATE_CLUSTER|both use the Kubernetes cluster name "prod"/);
-  assert.equal(fs.existsSync(file), false);
+  const again = await writeKubeconfigEntries(target(file), [{ entry: kube('prod-again', 'prod', { domain: 'again.example.com' }), listenPort: 8085 }, prod]);
+  assert.deepEqual(again.contexts, ['prod']);
+  assert.deepEqual(again.skipped, [{ service: 'prod-k8s', clusterName: 'prod', because: 'service "prod-again" uses the same Kubernetes cluster name' }]);
+  assert.equal((named(doc(file).clusters, 'prod')?.cluster as Record<string, unknown>).server, 'https://again.example.com');
   const tcp: CatalogEntry = { ...kube('db', 'db'), type: 'tcp', kubernetes: null };
   const result = await writeKubeconfigEntries(target(file), [{ entry: tcp, listenPort: 5432 }, prod]);
   assert.deepEqual(result.contexts, ['prod']);

@@ -58,6 +58,14 @@ export interface KubeconfigWriteResult {
   contexts: string[];
   /** Whether the file was regenerated (overwrite mode) rather than merged. */
   overwritten: boolean;
+  /** Entries not written because an earlier one has the same cluster name. */
+  skipped: SkippedEntry[];
+}
+
+export interface SkippedEntry {
+  service: string;
+  clusterName: string;
+  because: string;
 }
 
 export interface KubeconfigIo {
@@ -126,7 +134,7 @@ export async function writeKubeconfigEntries(target: KubeconfigTarget, entries: 
       await atomicWrite(backup, previous, io);
     }
     await atomicWrite(file, next, io);
-    return { file, ...(backup === undefined ? {} : { backup }), contexts: built.contextNames, overwritten: overwrite };
+    return { file, ...(backup === undefined ? {} : { backup }), contexts: built.contextNames, overwritten: overwrite, skipped: built.skipped };
   });
 }
 
@@ -145,6 +153,7 @@ export function overwriteRequested(doc: Document.Parsed): boolean {
 // --- building entries -----------------------------------------------------------------------------
 
 interface Built {
+  skipped: SkippedEntry[];
   clusters: Array<Record<string, unknown>>;
   users: Array<Record<string, unknown>>;
   contexts: Array<Record<string, unknown>>;
@@ -152,7 +161,7 @@ interface Built {
 }
 
 function buildEntries(entries: KubeconfigEntryInput[], target: Pick<KubeconfigTarget, 'causewayCommand' | 'causewayArgs'>, existingUsers: Set<string>): Built {
-  const built: Built = { clusters: [], users: [], contexts: [], contextNames: [] };
+  const built: Built = { skipped: [], clusters: [], users: [], contexts: [], contextNames: [] };
   const seen = new Map<string, string>();
   for (const { entry, listenPort } of entries) {
     const k = entry.kubernetes;
@@ -160,7 +169,10 @@ function buildEntries(entries: KubeconfigEntryInput[], target: Pick<KubeconfigTa
     const name = k.clusterName;
     const other = seen.get(name);
     if (other !== undefined) {
-      throw new UserError('KUBECONFIG_DUPLICATE_CLUSTER', `Services "${other}" and "${entry.name}" both use the Kubernetes cluster name "${name}"; a kubeconfig can hold only one. Connect one of them at a time, or ask your administrator to rename one.`);
+      // A kubeconfig holds one cluster per name: the first entry given wins (the agent puts the service
+      // being connected first), the others are reported.
+      built.skipped.push({ service: entry.name, clusterName: name, because: `service "${other}" uses the same Kubernetes cluster name` });
+      continue;
     }
     seen.set(name, entry.name);
     if (!Number.isInteger(listenPort) || listenPort < 1 || listenPort > 65535) throw new UserError('BAD_PORT', `Port ${listenPort} for service "${entry.name}" is not a port.`);
