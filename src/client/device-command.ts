@@ -1,18 +1,16 @@
 /**
  * `causeway device report | show` and the device steps of `causeway login` (issue 5).
  *
- * This is an entry point: it reads the environment, the managed client config
- * (`/etc/causeway/client.yaml`, or $CAUSEWAY_CLIENT_CONFIG; key `deviceOwnership`), the machine's
+ * This is an entry point: it reads the environment, the client settings (settings.ts: the managed
+ * client config `/etc/causeway/client.yaml` or $CAUSEWAY_CLIENT_CONFIG, key `deviceOwnership`), the machine's
  * serial number (/sys/class/dmi/id/product_serial, when readable) and host name, runs the posture
  * collectors, and wires device.ts to the session in `$CAUSEWAY_HOME`.
  */
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import type { Command } from 'commander';
-import { parse as parseYaml } from 'yaml';
 import { deviceGroup } from '../lib/cli/device-group.ts';
-import { UserError, errorCode, errorMessage } from '../lib/errors.ts';
-import { unsafePathProblem } from '../lib/fs-safety.ts';
+import { UserError, errorMessage } from '../lib/errors.ts';
 import { systemClock } from '../lib/clock.ts';
 import type { Clock } from '../lib/clock.ts';
 import { SessionStore, causewayHome, createTrustingFetch, freshSession } from '../lib/session/index.ts';
@@ -21,10 +19,12 @@ import { DEVICE_OWNERSHIP } from '../lib/spec/index.ts';
 import { COLLECTORS, collectPosture, collectorPlatform, createCommandRunner, createPostureFiles } from './posture/index.ts';
 import type { CollectedPosture, PostureRequirements } from './posture/index.ts';
 import { DeviceFiles } from './device-files.ts';
+import { DEFAULT_MANAGED_CONFIG, loadClientSettings } from './settings.ts';
 import { currentDevice, describeRefusal, describeTrust, ensureDevice, fetchTrustCert, reportPosture, trustCertDue } from './device.ts';
 import type { DeviceContext, DeviceFacts, MtlsPost, TrustCertOutcome } from './device.ts';
 
-export const DEFAULT_CLIENT_CONFIG = '/etc/causeway/client.yaml';
+/** The managed client config's default path (settings.ts). */
+export const DEFAULT_CLIENT_CONFIG = DEFAULT_MANAGED_CONFIG;
 const SERIAL_FILE = '/sys/class/dmi/id/product_serial';
 
 /** What the device commands touch outside themselves; tests replace parts. */
@@ -153,35 +153,18 @@ export function parseOwnership(value: string): string {
   return value;
 }
 
-/** `deviceOwnership` from the managed client config, when the file exists, is safe and says something valid. */
+/**
+ * `deviceOwnership` from the client settings (settings.ts: the managed client config over the user's
+ * settings.yaml). A settings problem (an unsafe or malformed file) is printed and registration goes on
+ * without it (the server then records `other`): a login never fails over it.
+ */
 async function managedOwnership(io: DeviceIo): Promise<string | undefined> {
-  const file = io.env.CAUSEWAY_CLIENT_CONFIG !== undefined && io.env.CAUSEWAY_CLIENT_CONFIG !== '' ? io.env.CAUSEWAY_CLIENT_CONFIG : DEFAULT_CLIENT_CONFIG;
-  let text: string;
   try {
-    text = await io.readFile(file);
+    return (await loadClientSettings({ env: io.env, homedir: io.homedir, readFile: io.readFile })).settings.deviceOwnership;
   } catch (err) {
-    if (errorCode(err) !== 'ENOENT') io.err(`Ignoring the managed client config ${file}: ${errorCode(err) ?? errorMessage(err)}.`);
+    io.err(`Ignoring the client settings for deviceOwnership: ${errorMessage(err)}`);
     return undefined;
   }
-  const problem = await unsafePathProblem(file);
-  if (problem !== undefined) {
-    io.err(`Ignoring the managed client config ${file}: ${problem} (CN-09).`);
-    return undefined;
-  }
-  let parsed: unknown;
-  try {
-    parsed = parseYaml(text);
-  } catch (err) {
-    io.err(`Ignoring the managed client config ${file}: not YAML (${errorMessage(err).split('\n')[0]}).`);
-    return undefined;
-  }
-  const value = (parsed as Record<string, unknown> | null)?.deviceOwnership;
-  if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'string' || !(DEVICE_OWNERSHIP as readonly string[]).includes(value)) {
-    io.err(`Ignoring deviceOwnership in ${file}: it must be one of ${DEVICE_OWNERSHIP.join(', ')}.`);
-    return undefined;
-  }
-  return value;
 }
 
 function sayTrustCert(io: DeviceIo, outcome: TrustCertOutcome): void {

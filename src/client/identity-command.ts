@@ -99,7 +99,7 @@ export function registerIdentityCommands(program: Command, io: Partial<IdentityI
   program
     .command('login')
     .description('Log in to a Causeway control plane (browser by default; --device-code on a machine without one; --user NAME --password-stdin for built-in users in scripts)')
-    .argument('[url]', "the control plane's URL (default: the current session's server, else $CAUSEWAY_SERVER)")
+    .argument('[url]', "the control plane's URL (default: the current session's server, else $CAUSEWAY_SERVER, else the client settings' controlPlane)")
     .option('--ca-file <file>', "the control plane's CA certificate (default: $CAUSEWAY_CA_FILE, else the system CAs); remembered in the session")
     .option('--device-code', 'print a code and a URL to open on another device, and wait')
     .option('--user <name>', 'a built-in user (with --password-stdin)')
@@ -155,7 +155,14 @@ async function readCa(file: string, io: IdentityIo): Promise<string> {
 async function runLogin(urlArg: string | undefined, flags: LoginFlags, io: IdentityIo): Promise<void> {
   const store = storeFor(io);
   const existing = await store.read().catch(() => undefined);
-  const url = urlArg ?? existing?.server ?? nonEmpty(io.env.CAUSEWAY_SERVER);
+  // The client settings (settings.ts: the managed client config over settings.yaml) name the control plane when nothing else does.
+  const settings = await import('./settings.ts')
+    .then(async (m) => (await m.loadClientSettings({ env: io.env, homedir: io.homedir, readFile: io.readFile })).settings)
+    .catch((err: unknown) => {
+      io.err(`Ignoring the client settings: ${errorMessage(err)}`);
+      return undefined;
+    });
+  const url = urlArg ?? existing?.server ?? nonEmpty(io.env.CAUSEWAY_SERVER) ?? settings?.controlPlane;
   if (url === undefined) throw new UserError('NO_SERVER', "which control plane? run causeway login URL (such as https://cp.example.com:8440)");
   if (flags.deviceCode === true && flags.user !== undefined) throw new UserError('BAD_FLAGS', 'choose one: --device-code, or --user with --password-stdin');
   if (flags.user !== undefined && flags.passwordStdin !== true) throw new UserError('BAD_FLAGS', 'with --user, pass the password on standard input and add --password-stdin');
@@ -166,6 +173,7 @@ async function runLogin(urlArg: string | undefined, flags: LoginFlags, io: Ident
   let caPem: string | undefined;
   if (caFile !== undefined) caPem = await readCa(caFile, io);
   else if (existing !== undefined && existing.caPem !== undefined && urlArg === undefined) caPem = existing.caPem;
+  else if (settings?.caFile !== undefined && url === settings.controlPlane) caPem = await readCa(settings.caFile, io);
 
   const device = await import('./device-command.ts');
   const ownership = flags.ownership === undefined ? undefined : device.parseOwnership(flags.ownership);
