@@ -37,7 +37,7 @@ const BUILT = join(repoRoot, 'dist', 'web', 'index.html');
 /** Markup that runs script if it is ever parsed as HTML: each payload sets a global flag or opens a dialog. */
 const XSS = '<img src=x onerror="window.__xss=1;alert(1)"><script>window.__xss=2;alert(2)</script><b>bold</b>';
 
-const GOOD = { firewall: true };
+const GOOD = { firewall: true, diskEncryption: true };
 
 let system: DeviceSystem;
 let browser: TestBrowser;
@@ -57,6 +57,8 @@ async function addUser(name: string, groups: string[]): Promise<void> {
 
 async function shot(page: Page, name: string): Promise<void> {
   await page.mouse.move(0, 0);
+  // The top bar is sticky: a full-page capture of a scrolled page would draw it mid-page.
+  await page.evaluate('window.scrollTo(0, 0)');
   await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
 }
 
@@ -312,7 +314,8 @@ void describe('the Command Center: an admin sets up access through the forms', (
       const ended = await Promise.race([watch.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 15_000))]);
       assert.ok(ended, 'kubectl get pods -w ended after Disconnect');
     });
-    const event = await system.waitForEvent({ user: 'alice', since }, (e) => e.closeReason === 'disconnected-by-admin', 'the access event of the disconnected session');
+    const alice = (await api('GET', '/api/v1/users/alice')) as { id: string };
+    const event = await system.waitForEvent({ user: alice.id, since }, (e) => e.closeReason === 'disconnected-by-admin', 'the access event of the disconnected session');
     assert.equal(event.service, SERVICE);
   });
 

@@ -5,7 +5,7 @@ import { ApiError, errorMessage } from './api.ts';
 import type { Problem } from './api.ts';
 import { getObject, putObject } from './objects.ts';
 import { Link, useRouter } from './router.tsx';
-import { Notice, OtherProblems } from './ui.tsx';
+import { Card, CodeBlock, Notice, OtherProblems, toYaml } from './ui.tsx';
 import type { SpecDocument } from './ui.tsx';
 
 export interface Existing {
@@ -50,6 +50,8 @@ export function useSaver(existing: SpecDocument | undefined, back: string): Save
       () => navigate(back),
       (err: unknown) => {
         setSaving(false);
+        // Bring the first problem into view once it is drawn.
+        setTimeout(() => document.querySelector('.field-invalid, .form .notice-error')?.scrollIntoView({ block: 'center' }), 0);
         if (err instanceof ApiError && err.problems.length > 0) {
           setProblems(err.problems);
           setError(err.message);
@@ -92,4 +94,14 @@ export function EditGuard({ existing, name, children }: { existing: Existing; na
   if (existing.loading) return <div className="loading">Loading…</div>;
   if (existing.error !== undefined) return <Notice tone="error">Could not load {name}: {existing.error}</Notice>;
   return <>{children}</>;
+}
+
+/** The document the form will send, as YAML: what `causeway apply -f` would take for the same result. */
+export function SpecPreview({ doc }: { doc: SpecDocument }) {
+  return (
+    <Card title="As YAML" className="spec-preview">
+      <p className="muted small spec-preview-note">The same object as a spec for <code>causeway apply -f</code>.</p>
+      <CodeBlock text={toYaml(doc)} label="YAML" />
+    </Card>
+  );
 }

@@ -174,9 +174,19 @@ export function ago(iso: string | null | undefined, now: number = Date.now()): s
   return `${Math.floor(h / 24)}d ago`;
 }
 
-export function Time({ iso, relative = false }: { iso: string | null | undefined; relative?: boolean }) {
+/** Dense, for tables: `27 Nov 21:43:07` (the year only when it is not this one). */
+export function formatShortTime(iso: string): string {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return iso;
+  const sameYear = date.getFullYear() === new Date().getFullYear();
+  const day = date.toLocaleDateString(undefined, { day: 'numeric', month: 'short', ...(sameYear ? {} : { year: 'numeric' }) });
+  const time = date.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+  return `${day} ${time}`;
+}
+
+export function Time({ iso, relative = false, short = false }: { iso: string | null | undefined; relative?: boolean; short?: boolean }) {
   if (iso === null || iso === undefined || iso === '') return <span className="muted">never</span>;
-  return <time dateTime={iso} title={formatTime(iso)}>{relative ? ago(iso) : formatTime(iso)}</time>;
+  return <time dateTime={iso} title={formatTime(iso)} className="nowrap">{relative ? ago(iso) : short ? formatShortTime(iso) : formatTime(iso)}</time>;
 }
 
 export function formatBytes(bytes: number | undefined): string {

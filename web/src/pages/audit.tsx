@@ -1,6 +1,7 @@
 /** Activity › Audit log: who changed what, with the object before and after. */
 import { useState } from 'react';
 import { api, query } from '../api.ts';
+import { listDevices, listUsers } from '../objects.ts';
 import { Badge, CodeBlock, LoadState, Modal, PageHeader, Table, Time, toYaml, useLoad } from '../ui.tsx';
 import { FilterBar } from './filters.tsx';
 import type { FilterField } from './filters.tsx';
@@ -29,6 +30,11 @@ export function AuditPage() {
   const [applied, setApplied] = useState<Record<string, string>>({});
   const [shown, setShown] = useState<AuditEvent | undefined>(undefined);
   const [older, setOlder] = useState<{ events: AuditEvent[]; next?: string }>({ events: [] });
+  const names = useLoad(async (signal) => {
+    const [users, devices] = await Promise.all([listUsers(signal), listDevices(signal)]);
+    return new Map<string, string>([...users.map((u) => [u.id, u.name] as [string, string]), ...devices.flatMap((d) => (d.hostname === null || d.hostname === undefined ? [] : [[d.id, d.hostname] as [string, string]]))]);
+  }, []);
+  const nameOf = (e: AuditEvent) => ((e.kind === 'User' || e.kind === 'Device') ? names.data?.get(e.name) : undefined);
   const loaded = useLoad(async (signal) => {
     const page = await api<Page>('GET', `/audit${query({ ...filterQuery(applied), limit: '100' })}`, { signal });
     setOlder({ events: [], ...(page.next === undefined ? {} : { next: page.next }) });
@@ -54,10 +60,15 @@ export function AuditPage() {
           rowKey={(e) => e.id}
           empty="No audit events match."
           columns={[
-            { header: 'Time', cell: (e) => <Time iso={e.at} /> },
+            { header: 'Time', cell: (e) => <Time iso={e.at} short /> },
             { header: 'Actor', cell: (e) => <span className="mono small">{e.actor}</span> },
             { header: 'Action', cell: (e) => <Badge tone={actionTone(e.action)}>{e.action}</Badge> },
-            { header: 'Object', cell: (e) => <span><span className="muted">{e.kind}</span> <strong>{e.name}</strong></span> },
+            { header: 'Object', cell: (e) => {
+              const name = nameOf(e);
+              return name === undefined
+                ? <span><span className="muted">{e.kind}</span> <strong>{e.name}</strong></span>
+                : <span title={e.name}><span className="muted">{e.kind}</span> <strong>{name}</strong> <span className="muted small mono">{e.name.slice(0, 8)}</span></span>;
+            } },
             { header: '', className: 'actions', cell: (e) => <button type="button" className="button button-small button-ghost" onClick={() => setShown(e)}>Changes</button> },
           ]}
         />

@@ -1,6 +1,7 @@
 /** Activity › Events: every access decision, filtered by user, device, service, decision, reason and time; exported as JSON lines. */
 import { useState } from 'react';
 import { api, query } from '../api.ts';
+import { listDevices, listUsers } from '../objects.ts';
 import { Badge, Chips, formatBytes, LoadState, PageHeader, Table, Time, useLoad } from '../ui.tsx';
 import { FilterBar, isoOf } from './filters.tsx';
 import type { FilterField } from './filters.tsx';
@@ -28,7 +29,7 @@ interface AccessEvent {
 interface Page { events: AccessEvent[]; next?: string }
 
 const FIELDS: FilterField[] = [
-  { key: 'user', label: 'User', placeholder: 'any' },
+  { key: 'user', label: 'User', placeholder: 'name or id' },
   { key: 'device', label: 'Device', placeholder: 'any' },
   { key: 'service', label: 'Service', placeholder: 'any' },
   { key: 'decision', label: 'Decision', options: [{ value: '', label: 'Any' }, { value: 'allow', label: 'Allow' }, { value: 'deny', label: 'Deny' }, { value: 'would-deny', label: 'Would deny' }] },
@@ -45,18 +46,35 @@ export function filterQuery(values: Record<string, string>): Record<string, stri
   return { ...values, since: isoOf(values.since), until: isoOf(values.until) };
 }
 
+/** Events name users and devices by id; people type names. */
+interface Directory { users: Map<string, string>; userIds: Map<string, string>; devices: Map<string, string> }
+
+function eventQuery(values: Record<string, string>, directory: Directory | undefined): Record<string, string | undefined> {
+  const user = values.user?.trim();
+  return { ...filterQuery(values), user: user === undefined || user === '' ? undefined : directory?.userIds.get(user) ?? user };
+}
+
 export function EventsPage() {
   const [draft, setDraft] = useState<Record<string, string>>({});
   const [applied, setApplied] = useState<Record<string, string>>({});
   const [older, setOlder] = useState<{ events: AccessEvent[]; next?: string }>({ events: [] });
+  const directory = useLoad(async (signal): Promise<Directory> => {
+    const [users, devices] = await Promise.all([listUsers(signal), listDevices(signal)]);
+    return {
+      users: new Map(users.map((u) => [u.id, u.name])),
+      userIds: new Map(users.map((u) => [u.name, u.id])),
+      devices: new Map(devices.flatMap((d) => (d.hostname === null || d.hostname === undefined ? [] : [[d.id, d.hostname] as [string, string]]))),
+    };
+  }, []);
+  const names = directory.data;
   const loaded = useLoad(async (signal) => {
-    const page = await api<Page>('GET', `/events${query({ ...filterQuery(applied), limit: '100' })}`, { signal });
+    const page = await api<Page>('GET', `/events${query({ ...eventQuery(applied, names), limit: '100' })}`, { signal });
     setOlder({ events: [], ...(page.next === undefined ? {} : { next: page.next }) });
     return page;
-  }, [JSON.stringify(applied)]);
+  }, [JSON.stringify(applied), names]);
   const events = [...(loaded.data?.events ?? []), ...older.events];
   const next = older.events.length > 0 ? older.next : loaded.data?.next;
-  const exportHref = `/api/v1/events/export${query({ ...filterQuery(applied) })}`;
+  const exportHref = `/api/v1/events/export${query(eventQuery(applied, names))}`;
   return (
     <>
       <PageHeader title="Events" description="Every decision the access tiers made: who, from which device, to which service, allowed or denied and why. Newest first." />
@@ -75,10 +93,12 @@ export function EventsPage() {
           rowKey={(e) => e.id}
           empty="No events match."
           columns={[
-            { header: 'Time', cell: (e) => <Time iso={e.time} /> },
+            { header: 'Time', cell: (e) => <Time iso={e.time} short /> },
             { header: 'Decision', cell: (e) => <Badge tone={decisionTone(e.decision)}>{e.decision}</Badge> },
-            { header: 'User', cell: (e) => e.user ?? <span className="muted">—</span> },
-            { header: 'Device', cell: (e) => <span className="mono small">{e.device === undefined ? '—' : e.device.slice(0, 13)}</span> },
+            { header: 'User', cell: (e) => (e.user === undefined ? <span className="muted">—</span> : <span title={e.user}>{names?.users.get(e.user) ?? e.user}</span>) },
+            { header: 'Device', cell: (e) => (e.device === undefined ? <span className="muted">—</span> : names?.devices.get(e.device) !== undefined
+              ? <div className="cell-stack"><span>{names.devices.get(e.device)}</span><span className="muted small mono">{e.device.slice(0, 8)}</span></div>
+              : <span className="mono small">{e.device.slice(0, 13)}</span>) },
             { header: 'Service', cell: (e) => <div className="cell-stack"><span>{e.service ?? <span className="muted">{e.sni ?? '—'}</span>}</span><span className="muted small">{e.accessTier}{e.via === 'connector' ? ` → ${e.connector ?? 'connector'}` : ''}</span></div> },
             { header: 'Reasons', cell: (e) => <Chips values={[...(e.reasons ?? []), ...(e.closeReason === undefined ? [] : [`closed: ${e.closeReason}`])]} /> },
             { header: 'Source', cell: (e) => <span className="mono small">{e.source ?? '—'}</span> },
@@ -88,7 +108,7 @@ export function EventsPage() {
         {next === undefined ? null : (
           <div className="load-more">
             <button type="button" className="button button-ghost" onClick={() => {
-              void api<Page>('GET', `/events${query({ ...filterQuery(applied), limit: '100', cursor: next })}`).then((page) => setOlder((o) => ({ events: [...o.events, ...page.events], ...(page.next === undefined ? {} : { next: page.next }) })));
+              void api<Page>('GET', `/events${query({ ...eventQuery(applied, names), limit: '100', cursor: next })}`).then((page) => setOlder((o) => ({ events: [...o.events, ...page.events], ...(page.next === undefined ? {} : { next: page.next }) })));
             }}>Load older events</button>
           </div>
         )}

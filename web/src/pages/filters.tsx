@@ -20,6 +20,7 @@ export function FilterBar({ fields, values, onChange, onSubmit, onReset, actions
 }) {
   return (
     <form className="filter-bar" aria-label="Filters" onSubmit={(event) => { event.preventDefault(); onSubmit(); }}>
+      <div className="filter-fields">
       {fields.map((f) => (
         <label key={f.key} className="filter">
           <span>{f.label}</span>
@@ -32,6 +33,7 @@ export function FilterBar({ fields, values, onChange, onSubmit, onReset, actions
           )}
         </label>
       ))}
+      </div>
       <div className="filter-actions">
         <button type="submit" className="button button-primary">Apply</button>
         <button type="button" className="button button-ghost" onClick={onReset}>Reset</button>

@@ -1,7 +1,7 @@
 /** Private access › Policies: rules (roles, minimum trust level, schedule) and where each policy is attached. */
 import { useState } from 'react';
 import { deleteObject, listObjects } from '../objects.ts';
-import { EditGuard, FormFooter, FormSection, useExisting, useSaver } from '../form.tsx';
+import { EditGuard, FormFooter, FormSection, SpecPreview, useExisting, useSaver } from '../form.tsx';
 import { Link } from '../router.tsx';
 import { Badge, Checkbox, Chips, ConfirmButton, Field, LoadState, PageHeader, Table, trustTone, useCanWrite, useLoad, YamlButton } from '../ui.tsx';
 import type { SpecDocument } from '../ui.tsx';
@@ -134,27 +134,29 @@ function PolicyForm({ existing }: { existing: SpecDocument | undefined }) {
   const saver = useSaver(existing, '/policies');
   const p = saver.problems;
   const roleNames = (roles.data ?? []).map((r) => r.metadata.name);
+  const build = (): SpecDocument => ({
+    apiVersion: 'causeway/v1',
+    kind: 'Policy',
+    metadata: { name: name.trim(), ...(description.trim() === '' ? {} : { description }) },
+    spec: {
+      access: rules.map((r) => ({
+        roles: r.roles,
+        trustLevel: r.trustLevel,
+        ...(r.scheduled ? { schedule: { start: fromLocalInput(r.start), end: fromLocalInput(r.end) } } : {}),
+      })),
+    },
+  });
   const change = (index: number, patch: Partial<RuleDraft>) => setRules((list) => list.map((r, i) => (i === index ? { ...r, ...patch } : r)));
   return (
     <>
       <PageHeader title={existing === undefined ? 'Create policy' : `Edit policy ${existing.metadata.name}`} description="Each rule lets the users of its roles in when their device is at least at the trust level, within the schedule if one is set." />
+      <div className="form-layout">
       <form
-        className="form form-narrow"
+        className="form"
         aria-label="Policy"
         onSubmit={(event) => {
           event.preventDefault();
-          saver.save({
-            apiVersion: 'causeway/v1',
-            kind: 'Policy',
-            metadata: { name: name.trim(), ...(description.trim() === '' ? {} : { description }) },
-            spec: {
-              access: rules.map((r) => ({
-                roles: r.roles,
-                trustLevel: r.trustLevel,
-                ...(r.scheduled ? { schedule: { start: fromLocalInput(r.start), end: fromLocalInput(r.end) } } : {}),
-              })),
-            },
-          });
+          saver.save(build());
         }}
       >
         <FormSection title="Policy">
@@ -200,6 +202,10 @@ function PolicyForm({ existing }: { existing: SpecDocument | undefined }) {
         <FormFooter saver={saver} back="/policies" submitLabel={existing === undefined ? 'Create policy' : 'Save policy'}
           claimed={['metadata.name', 'metadata.description', ...rules.flatMap((_, i) => [`spec.access[${i}].roles`, `spec.access[${i}].trustLevel`, `spec.access[${i}].schedule`])]} />
       </form>
+      <aside className="form-aside">
+        <SpecPreview doc={build()} />
+      </aside>
+      </div>
     </>
   );
 }

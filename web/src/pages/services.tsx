@@ -6,7 +6,7 @@
  */
 import { useState } from 'react';
 import { deleteObject, listObjects } from '../objects.ts';
-import { EditGuard, FormFooter, FormSection, useExisting, useSaver } from '../form.tsx';
+import { EditGuard, FormFooter, FormSection, SpecPreview, useExisting, useSaver } from '../form.tsx';
 import { Link } from '../router.tsx';
 import { Badge, Checkbox, ConfirmButton, ExactProblems, Field, LoadState, PageHeader, Table, useCanWrite, useLoad, YamlButton } from '../ui.tsx';
 import type { SpecDocument } from '../ui.tsx';
@@ -169,7 +169,8 @@ function ServiceForm({ existing }: { existing: SpecDocument | undefined }) {
         title={existing === undefined ? 'Register service' : `Edit service ${existing.metadata.name}`}
         description="Say what the service is, where users reach it, where the access tier sends the traffic, and which policy decides who gets in."
       />
-      <form className="form form-narrow" aria-label="Service" onSubmit={(event) => { event.preventDefault(); saver.save(build()); }}>
+      <div className="form-layout">
+      <form className="form" aria-label="Service" onSubmit={(event) => { event.preventDefault(); saver.save(build()); }}>
         <FormSection title="1. Service details">
           <Field label="Service type" path="spec.type" problems={p}>
             <div className="segmented" role="radiogroup" aria-label="Service type">
@@ -282,6 +283,10 @@ function ServiceForm({ existing }: { existing: SpecDocument | undefined }) {
         <FormFooter saver={saver} back="/services" submitLabel={existing === undefined ? 'Register service' : 'Save service'}
           claimed={['spec.type', 'metadata.name', 'metadata.description', 'metadata.link', 'spec.cluster', 'spec.showInCatalog', 'spec.autorun', 'spec.accessTier', 'spec.connector', 'spec.domain', 'spec.port', 'spec.backend', 'spec.client.listenPort', 'spec.client.allowUserOverride', ...(type === 'kubernetes' ? ['spec.kubernetes'] : []), 'spec.policy']} />
       </form>
+      <aside className="form-aside">
+        <SpecPreview doc={build()} />
+      </aside>
+      </div>
     </>
   );
 }
