@@ -1,0 +1,276 @@
+/**
+ * The client as people use it every day (issue 7), with the real CLI in child processes (HOME,
+ * CAUSEWAY_HOME and KUBECONFIG in a temp dir) against the whole system of test/kit/device-system.ts, and
+ * every kubectl the kit has:
+ *
+ * - `causeway login`, then `causeway services` lists both Kubernetes services;
+ * - `causeway connect e2e-k8s` starts the background agent on demand (detached), which starts the local
+ *   proxy on the service's listen port and writes cluster, context and (the cluster keeps its own auth:
+ *   authentication 'cluster') the context's existing user into the kubeconfig; then plain
+ *   `kubectl --context e2e get pods` works with NO proxy environment variables;
+ * - a second Kubernetes service (its own fake API, its own CA) connects on its own port; both work at once;
+ * - `causeway status` lists both connections; `causeway disconnect e2e-k8s` makes kubectl fail with a
+ *   clear error (connection refused at the local proxy's port) while the other keeps working;
+ * - autorun: the agent started with `causeway agent` (foreground) brings up the service the catalog marks
+ *   autorun and the one the managed client config lists, and exits cleanly on SIGTERM.
+ * Every agent started here is shut down in `after` (its pid from its status, SIGTERM).
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { agentRequest, agentStatus } from '../../src/client/agent-client.ts';
+import type { AgentStatus } from '../../src/client/agent-client.ts';
+import { makeServerCert, makeTestCa } from '../kit/certs.ts';
+import { DOMAIN, SERVICE, newHome, startDeviceSystem, until } from '../kit/device-system.ts';
+import type { DeviceSystem } from '../kit/device-system.ts';
+import { startFakeKube } from '../kit/fake-kube/index.ts';
+import type { FakeKube } from '../kit/fake-kube/index.ts';
+import { kubectlBinaries, repoRoot, runKubectl } from '../kit/kubectl.ts';
+import type { KubectlBinary, KubectlResult } from '../kit/kubectl.ts';
+
+const binaries: KubectlBinary[] = await kubectlBinaries();
+const SECOND = 'e2e-k8s-2';
+const SECOND_DOMAIN = 'kube2.devices.causeway.test';
+const TOKEN = 'kubectl-test-token';
+const BIN = join(repoRoot, 'bin', 'causeway.js');
+
+let system: DeviceSystem;
+let kube2: FakeKube;
+let home: string;
+let kubeconfig: string;
+let managedConfig: string;
+let port1: number;
+let port2: number;
+const agentPids = new Set<number>();
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as AddressInfo;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+function cliEnv(): Record<string, string> {
+  return { CAUSEWAY_HOME: home, KUBECONFIG: kubeconfig, HOME: join(system.dir, 'user-home'), CAUSEWAY_CLIENT_CONFIG: managedConfig };
+}
+
+async function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const r = await system.cli(args, { env: cliEnv(), timeoutMs: 120_000 });
+  return r;
+}
+
+async function remember(): Promise<AgentStatus | null> {
+  const status = await agentStatus(home);
+  if (status !== null) agentPids.add(status.pid);
+  return status;
+}
+
+async function stopAgent(): Promise<void> {
+  const status = await remember();
+  if (status === null) return;
+  await agentRequest(home, 'POST', '/v1/shutdown').catch(() => undefined);
+  await until(async () => (await agentStatus(home).catch(() => null)) === null && !existsSync(join(home, 'agent.sock')), 30_000, 'the agent stopping');
+}
+
+function kubectl(bin: KubectlBinary, context: string, args: string[] = ['get', 'pods', '-o', 'name']): Promise<KubectlResult> {
+  // Only PATH, HOME and KUBECONFIG: no HTTPS_PROXY or anything else; the kubeconfig carries the proxy-url.
+  return runKubectl(bin.path, ['--context', context, ...args, '--request-timeout=15s'], { kubeconfig, timeoutMs: 45_000 });
+}
+
+before(async () => {
+  assert.ok(binaries.length > 0, 'a kubectl binary is needed');
+  system = await startDeviceSystem();
+  port1 = await freePort();
+  port2 = await freePort();
+  // The first service, now in the catalog on a fixed port; the cluster keeps its own authentication (a token).
+  await system.put('Service', SERVICE, {
+    ...system.service.spec,
+    showInCatalog: true,
+    autorun: false,
+    client: { listenPort: port1, allowUserOverride: false },
+    kubernetes: { ...system.service.spec.kubernetes, authentication: 'cluster' },
+  });
+  // A second cluster: its own fake API and CA, reached through the same access tier and connector.
+  const ca2 = await makeTestCa({ commonName: 'e2e second cluster CA' });
+  const cert2 = await makeServerCert(ca2, { dnsNames: [SECOND_DOMAIN], ipAddresses: ['127.0.0.1'] });
+  kube2 = await startFakeKube({ host: '127.0.0.1', port: 0, certPem: cert2.certPem, keyPem: cert2.keyPem, caPem: cert2.caPem, bearerToken: TOKEN });
+  await system.put('Service', SECOND, {
+    type: 'kubernetes',
+    cluster: 'e2e',
+    accessTier: 'edge-1',
+    connector: 'dc1',
+    domain: SECOND_DOMAIN,
+    port: 443,
+    showInCatalog: true,
+    autorun: false,
+    backend: { dnsOverride: `127.0.0.1:${kube2.port}` },
+    client: { listenPort: port2, allowUserOverride: true },
+    kubernetes: { clusterName: 'second', caPublicKey: ca2.certPem, authentication: 'cluster' },
+    policy: { name: 'k8s', mode: 'enforcing' },
+  });
+  // Laptops the user owns: an unmet firewall allows at most Low (the policy asks for Medium).
+  await system.put('TrustProfile', 'laptops', { appliesTo: { ownership: ['other'] }, staleAfter: '15m', factors: [{ type: 'firewall', effect: 'Low' }] });
+  home = await newHome(system, 'agent');
+  const kubeDir = join(system.dir, 'user-home', '.kube');
+  await mkdir(kubeDir, { recursive: true, mode: 0o700 });
+  kubeconfig = join(kubeDir, 'config');
+  managedConfig = join(system.dir, 'client.yaml');
+  await writeFile(managedConfig, '{}\n', { mode: 0o600 });
+  // The user's own kubeconfig: an unrelated cluster, and the clusters' own credentials as users named after them.
+  await writeFile(
+    kubeconfig,
+    [
+      'apiVersion: v1',
+      'kind: Config',
+      'clusters:',
+      '- name: unrelated',
+      '  cluster:',
+      '    server: https://unrelated.example.com:6443',
+      'users:',
+      '- name: e2e',
+      '  user:',
+      `    token: ${TOKEN}`,
+      '- name: second',
+      '  user:',
+      `    token: ${TOKEN}`,
+      'contexts:',
+      '- name: unrelated',
+      '  context:',
+      '    cluster: unrelated',
+      '    user: e2e',
+      'current-context: unrelated',
+      '',
+    ].join('\n'),
+    { mode: 0o600 },
+  );
+  await system.login(home);
+  // A compliant device: the policy asks for Medium.
+  const good = await system.report(home, { firewall: true });
+  assert.equal(good.status, 200, JSON.stringify(good.body));
+});
+
+after(async () => {
+  if (home !== undefined) await stopAgent().catch(() => undefined);
+  for (const pid of agentPids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  await kube2?.close();
+  await system?.close();
+});
+
+void describe('causeway services, connect, status, disconnect with the background agent', () => {
+  void test('causeway services lists both Kubernetes services of the catalog', async () => {
+    const r = await cli(['services']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^${SERVICE}\\s+kubernetes\\s+${DOMAIN.replace(/\./g, '\\.')}`, 'm'));
+    assert.match(r.stdout, new RegExp(`^${SECOND}\\s+kubernetes\\s+${SECOND_DOMAIN.replace(/\./g, '\\.')}`, 'm'));
+  });
+
+  void test('causeway connect starts the agent and the local proxy, and writes the kubeconfig context without touching the rest', async () => {
+    const r = await cli(['connect', SERVICE]);
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    assert.match(r.stdout, new RegExp(`^Connected ${SERVICE} on 127\\.0\\.0\\.1:${port1}; kubectl --context e2e get pods`, 'm'));
+    const status = await remember();
+    assert.ok(status !== null, 'the agent runs');
+    assert.notEqual(status.pid, process.pid);
+    const text = await readFile(kubeconfig, 'utf8');
+    assert.match(text, /- name: unrelated\n {2}cluster:\n {4}server: https:\/\/unrelated\.example\.com:6443\n/, 'the unrelated cluster is untouched');
+    assert.match(text, new RegExp(`proxy-url: http://localhost:${port1}`));
+    assert.match(text, /current-context: unrelated/, 'the current context is left alone');
+    assert.ok(existsSync(`${kubeconfig}.causeway.bak`), 'the previous file is backed up');
+  });
+
+  for (const bin of binaries) {
+    void test(`kubectl ${bin.version}: plain kubectl --context e2e get pods works with no proxy environment`, async () => {
+      const r = await kubectl(bin, 'e2e');
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^pod\/web-1$/m);
+    });
+  }
+
+  void test('a second Kubernetes service connects on its own port; both work at once', async () => {
+    const r = await cli(['connect', SECOND]);
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    assert.match(r.stdout, new RegExp(`^Connected ${SECOND} on 127\\.0\\.0\\.1:${port2}; kubectl --context second get pods`, 'm'));
+    for (const bin of binaries) {
+      const [a, b] = await Promise.all([kubectl(bin, 'e2e'), kubectl(bin, 'second')]);
+      assert.equal(a.code, 0, `${bin.version} e2e: ${a.stderr}`);
+      assert.equal(b.code, 0, `${bin.version} second: ${b.stderr}`);
+    }
+    assert.ok(kube2.requests.length > 0, 'the second cluster was reached');
+  });
+
+  void test('causeway status lists both connections with their ports and bytes, the trust certificate and the device', async () => {
+    const r = await cli(['status']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /Logged in to https:\/\/localhost:\d+ as alice/);
+    assert.match(r.stdout, /Trust certificate: valid until \d{4}-/);
+    assert.match(r.stdout, new RegExp(`^${SERVICE}\\s+kubernetes\\s+${port1}\\s`, 'm'));
+    assert.match(r.stdout, new RegExp(`^${SECOND}\\s+kubernetes\\s+${port2}\\s`, 'm'));
+    const json = await cli(['status', '-o', 'json']);
+    const parsed = JSON.parse(json.stdout) as { running: boolean } & AgentStatus;
+    assert.equal(parsed.running, true);
+    const first = parsed.connections.find((c) => c.service === SERVICE);
+    assert.ok(first !== undefined && first.bytesDown > 0 && first.bytesUp > 0, JSON.stringify(parsed.connections));
+  });
+
+  void test('causeway disconnect stops one proxy: kubectl for it fails with connection refused at the local port, the other still works', async () => {
+    const r = await cli(['disconnect', SERVICE]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`Disconnected ${SERVICE}\\.`));
+    for (const bin of binaries) {
+      const refused = await kubectl(bin, 'e2e');
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, new RegExp(`127\\.0\\.0\\.1:${port1}.*connection refused|localhost:${port1}.*connection refused|proxyconnect.*connection refused`, 'i'), refused.stderr);
+      const still = await kubectl(bin, 'second');
+      assert.equal(still.code, 0, still.stderr);
+    }
+    await stopAgent();
+  });
+});
+
+void describe('autorun', () => {
+  let agent: ChildProcess | undefined;
+  let agentLog = '';
+
+  after(() => {
+    agent?.kill('SIGKILL');
+  });
+
+  void test('causeway agent (foreground) brings up the catalog\'s autorun service and the managed config\'s list once logged in, and exits cleanly on SIGTERM', async () => {
+    await system.put('Service', SECOND, { ...((await system.api('GET', `/api/v1/objects/service/${SECOND}`)).body as { spec: Record<string, unknown> }).spec, autorun: true });
+    await writeFile(managedConfig, `autorun: [${SERVICE}]\n`, { mode: 0o600 });
+    const child = spawn(process.execPath, [BIN, 'agent', '--no-app'], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...cliEnv() }, stdio: ['ignore', 'pipe', 'pipe'] });
+    agent = child;
+    child.stderr.on('data', (b: Buffer) => (agentLog += b.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await until(async () => ((await agentStatus(home).catch(() => null))?.connections.length ?? 0) === 2, 60_000, 'both autorun services up').catch(async (err: unknown) => {
+      throw new Error(`${(err as Error).message}; agent: ${agentLog}; status: ${JSON.stringify(await agentStatus(home).catch(() => null))}; log: ${await readFile(join(home, 'agent.log'), 'utf8').catch(() => '')}`);
+    });
+    const status = await remember();
+    assert.ok(status !== null);
+    assert.equal(status.pid, child.pid);
+    assert.deepEqual(status.connections.map((c) => [c.service, c.port, c.autorun]), [[SERVICE, port1, true], [SECOND, port2, true]]);
+    for (const bin of binaries) {
+      for (const context of ['e2e', 'second']) {
+        const r = await kubectl(bin, context);
+        assert.equal(r.code, 0, `${bin.version} ${context}: ${r.stderr}`);
+      }
+    }
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0, agentLog);
+    assert.equal(existsSync(join(home, 'agent.sock')), false, 'the socket is removed');
+    assert.equal(await agentStatus(home), null);
+  });
+});
