@@ -22,6 +22,7 @@ const COMMAND_MODULES: ReadonlyArray<{ commands: readonly string[]; load: () => 
   { commands: ['proxy'], load: async () => (await import('./client/command.ts')).registerProxyCommand },
   { commands: ['login', 'logout', 'whoami', 'kube-credential'], load: async () => (await import('./client/identity-command.ts')).registerIdentityCommands },
   { commands: ['agent', 'connect', 'disconnect', 'status', 'app'], load: async () => (await import('./client/agent-command.ts')).registerAgentCommands },
+  { commands: ['services', 'kubeconfig'], load: async () => (await import('./client/catalog-command.ts')).registerCatalogCommands },
   { commands: ['server'], load: async () => (await import('./control-plane/command.ts')).registerServerCommand },
   { commands: ['access-tier'], load: async () => (await import('./access-tier/command.ts')).registerAccessTierCommand },
   { commands: ['connector'], load: async () => (await import('./connector/command.ts')).registerConnectorCommand },

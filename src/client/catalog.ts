@@ -132,7 +132,7 @@ export function proxyInputFor(entry: CatalogEntry): { service: ServiceSpec; acce
 }
 
 /** The entry named `name`; UNKNOWN_SERVICE listing the known names otherwise. */
-export function findEntry(entries: CatalogEntry[], name: string): CatalogEntry {
+export function findEntry<T extends CatalogEntry>(entries: T[], name: string): T {
   const entry = entries.find((e) => e.name === name);
   if (entry !== undefined) return entry;
   const known = entries.map((e) => e.name).sort();
