@@ -186,6 +186,10 @@ const ROUTES: RouteCase[] = [
   { method: 'POST', route: '/api/v1/join-tokens', url: () => '/api/v1/join-tokens', access: 'write', body: { kind: 'connector', name: 'dc2' } },
   { method: 'GET', route: '/api/v1/events', url: () => '/api/v1/events?service=prod-k8s&limit=10', access: 'read' },
   { method: 'GET', route: '/api/v1/audit', url: () => '/api/v1/audit?kind=Policy', access: 'read' },
+  { method: 'GET', route: '/api/v1/events/export', url: () => '/api/v1/events/export?service=prod-k8s&limit=10', access: 'read' },
+  { method: 'GET', route: '/api/v1/audit/export', url: () => '/api/v1/audit/export?kind=Policy', access: 'read' },
+  // A read with a body (the Role spec to match): viewers may, nothing is written.
+  { method: 'POST', route: '/api/v1/roles/preview', url: () => '/api/v1/roles/preview', access: 'read', body: { spec: { users: { groups: ['eng'] } } } },
   { method: 'GET', route: '/api/v1/whoami', url: () => '/api/v1/whoami', access: 'read' },
   { method: 'GET', route: '/api/v1/ca', url: () => '/api/v1/ca', access: 'public' },
   { method: 'GET', route: '/api/v1/openapi.json', url: () => '/api/v1/openapi.json', access: 'public' },
@@ -284,7 +288,7 @@ void describe('every route', () => {
     const h = await harness(t, await withTrust());
     const ids = await seed(h);
     for (const route of ROUTES.filter((r) => r.access === 'read')) {
-      const response = await h.call(route.method, route.url(ids), { token: h.viewer });
+      const response = await h.call(route.method, route.url(ids), { token: h.viewer, ...(route.body === undefined ? {} : { body: route.body }) });
       assert.equal(response.statusCode, 200, `${route.method} ${route.route}: ${response.body}`);
     }
   });
@@ -301,7 +305,7 @@ void describe('every route', () => {
         continue;
       }
       // The two create responses show their new secret, once; the scan at the end holds every other response to not showing it.
-      const created = response.headers['content-type']?.includes('json') === true ? (json(response) as { token?: unknown }).token : undefined;
+      const created = response.headers['content-type']?.startsWith('application/json') === true ? (json(response) as { token?: unknown }).token : undefined;
       if (typeof created === 'string') {
         secrets.add(created);
         responses[responses.length - 1].shows = created;

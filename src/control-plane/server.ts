@@ -50,6 +50,7 @@ import { trustRoutes } from './trust/routes.ts';
 import { liveRoutes } from './live/routes.ts';
 import { apiTokenAuthenticator, authHook, FailureLimiter, peerIdentity } from './auth.ts';
 import { createConsole } from './console/index.ts';
+import { rolePreviewRoutes } from './console/preview.ts';
 import type { ConsoleOptions } from './console/index.ts';
 import type { Authenticator, FailureLimiterOptions } from './auth.ts';
 import type { Identity } from './identity/index.ts';
@@ -232,6 +233,7 @@ export async function createControlPlane(options: ControlPlaneOptions): Promise<
     userRoutes(api, { store });
     tokenRoutes(api, { store, ca, clock, publicUrl });
     eventRoutes(api, { store });
+    rolePreviewRoutes(api, { store });
     metaRoutes(api, { ca, openapi: () => app.swagger() });
     whoamiRoutes(api, { store, deviceOf: whoamiDeviceResolver({ store, ca, clock }) });
     meDeviceRoutes(api, { store, ca, clock, logger, trust: () => options.deviceTrust ?? options.trust, ...(options.trustCertLifetimeMs === undefined ? {} : { trustCertLifetimeMs: options.trustCertLifetimeMs }) });

@@ -80,6 +80,7 @@ export const userSchema = {
     hasTotp: { type: 'boolean' },
     lockedUntil: { ...nullableString, description: 'Until when logins are refused after repeated failures; null when not locked.' },
     lastLoginAt: nullableString,
+    lastSeen: { ...nullableString, description: 'The latest of the last login and the last contact of any of their devices; null: never. In GET answers only.' },
     version: { type: 'integer' },
     createdAt: { type: 'string' },
     createdBy: { type: 'string' },

@@ -35,15 +35,31 @@ export function userRoutes(app: FastifyInstance, deps: UserRoutesDeps): void {
     return user;
   };
 
+  /** `lastSeen`: the latest of the user's last login and their devices' last contact (null: never). */
+  const withLastSeen = async (users: UserRecord[], userId?: string): Promise<Array<UserRecord & { lastSeen: string | null }>> => {
+    const latest = new Map<string, string>();
+    const note = (id: string, at: string | null | undefined): void => {
+      if (typeof at !== 'string') return;
+      const seen = latest.get(id);
+      if (seen === undefined || at > seen) latest.set(id, at);
+    };
+    for (const device of await store.listDevices(userId === undefined ? undefined : { userId })) note(device.userId, device.lastSeen);
+    for (const user of users) note(user.id, user.lastLoginAt);
+    return users.map((user) => ({ ...user, lastSeen: latest.get(user.id) ?? null }));
+  };
+
   app.get('/users', {
     config: { access: 'read' },
     schema: { summary: 'List users', tags: ['users'], response: { 200: { type: 'object', properties: { items: { type: 'array', items: userSchema } }, required: ['items'] }, ...errorResponses(401, 403) } },
-  }, async () => ({ items: await store.listUsers() }));
+  }, async () => ({ items: await withLastSeen(await store.listUsers()) }));
 
   app.get('/users/:name', {
     config: { access: 'read' },
     schema: { summary: 'Get a user', tags: ['users'], params: nameParams, response: { 200: userSchema, ...errorResponses(401, 403, 404) } },
-  }, async (request: FastifyRequest<{ Params: { name: string } }>) => userByName(request.params.name));
+  }, async (request: FastifyRequest<{ Params: { name: string } }>) => {
+    const user = await userByName(request.params.name);
+    return (await withLastSeen([user], user.id))[0];
+  });
 
   app.post('/users', {
     config: { access: 'write' },
