@@ -1,9 +1,10 @@
 /**
  * `causeway proxy SERVICE [--port N]`: the client proxy in the foreground (DESIGN.md §5).
  *
- * This is an entry point: it reads the environment and files. For now the service catalog and the trust
- * certificate come from files under `$CAUSEWAY_HOME` (default `~/.config/causeway`): `services.yaml`
- * (Service and AccessTier documents), `trust.crt`, `trust.key` and `ca.crt`; flags override each path.
+ * This is an entry point: it reads the environment and files. The service comes from `--config FILE` or
+ * `$CAUSEWAY_HOME/services.yaml` (Service and AccessTier documents) when given or present, else from the
+ * logged-in user's catalog at the control plane (catalog.ts). The trust certificate comes from files under
+ * `$CAUSEWAY_HOME` (default `~/.config/causeway`): `trust.crt`, `trust.key` and `ca.crt`; flags override each path.
  * The trust files are re-read whenever they change, so a renewed certificate applies to the next connection.
  * With the default trust files, the trust certificate is renewed (trust-renewal.ts) and this machine's
  * posture reported every few minutes (posture-reporting.ts, `--posture-interval`) while the proxy runs.
@@ -24,6 +25,8 @@ import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { defaultDeviceIo, deviceContext } from './device-command.ts';
 import type { DeviceIo } from './device-command.ts';
 import { proxyModeFor, startClientProxy } from './proxy.ts';
+import { fetchCatalog, findEntry, proxyInputFor } from './catalog.ts';
+import { SessionStore } from '../lib/session/index.ts';
 import { DEFAULT_REPORT_INTERVAL_MS, startPostureReporting } from './posture-reporting.ts';
 import type { PostureReporting, PostureReportingOptions } from './posture-reporting.ts';
 import { renewalTime, startTrustRenewal } from './trust-renewal.ts';
@@ -89,8 +92,11 @@ export function registerProxyCommand(program: Command, io: Partial<ProxyCommandI
 async function runProxy(serviceName: string, flags: ProxyFlags, io: ProxyCommandIo): Promise<void> {
   const home = io.env.CAUSEWAY_HOME !== undefined && io.env.CAUSEWAY_HOME !== '' ? io.env.CAUSEWAY_HOME : path.join(io.homedir(), '.config', 'causeway');
   const catalogPath = flags.config ?? path.join(home, 'services.yaml');
-  const objects = readCatalog(catalogPath);
-  const { service, accessTierAddress } = resolveProxyTarget(objects, serviceName, catalogPath);
+  // File mode with --config or an existing services.yaml; else a logged-in user's catalog from the control plane (catalog.ts).
+  const { service, accessTierAddress } =
+    flags.config === undefined && !fs.existsSync(catalogPath) && (await new SessionStore({ home }).read()) !== undefined
+      ? await catalogTarget(serviceName, io)
+      : resolveProxyTarget(readCatalog(catalogPath), serviceName, catalogPath);
   const port = chooseListenPort(service, flags.port);
   const trust = trustFromFiles({
     certPath: flags.cert ?? path.join(home, 'trust.crt'),
@@ -188,13 +194,21 @@ export function startLine(service: ServiceSpec, port: number): string {
   return `Proxying ${name} on ${here} — use http://${here} as the HTTPS proxy (https_proxy) for its targets`;
 }
 
+/** The service from the logged-in user's catalog (GET /api/v1/me/services for this machine's device). */
+async function catalogTarget(serviceName: string, io: ProxyCommandIo): Promise<{ service: ServiceSpec; accessTierAddress: string }> {
+  const ctx = deviceContext({ ...defaultDeviceIo, env: io.env, homedir: io.homedir, ...io.device });
+  const entry = findEntry(await fetchCatalog(ctx), serviceName);
+  if (!entry.access.allowed) io.print(`Warning: ${entry.name} would be refused now: ${entry.access.explanation}`);
+  return proxyInputFor(entry);
+}
+
 function readCatalog(file: string): SpecObject[] {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
     if (errorCode(err) === 'ENOENT') {
-      throw new UserError('CATALOG_NOT_FOUND', `No service catalog at ${file}. Put the Service and AccessTier specs there, or pass --config FILE.`, { cause: err });
+      throw new UserError('CATALOG_NOT_FOUND', `No service catalog at ${file}. Log in (causeway login) to use your organisation's catalog, put the Service and AccessTier specs there, or pass --config FILE.`, { cause: err });
     }
     throw new UserError('CATALOG_UNREADABLE', `Cannot read the service catalog ${file}: ${errorMessage(err)}.`, { cause: err });
   }
