@@ -170,6 +170,22 @@ void describe('console login', () => {
     assert.equal(browser.cookiesFor(`${h.publicUrl}/`)['__Host-causeway-console'], undefined);
   });
 
+  void test('after a cross-site login chain (an org IdP) the callback moves on by a page, since a Strict cookie is not sent on that redirect', async (t) => {
+    const h = await start(t);
+    const browser = new CookieClient({ caPems: [h.caPem] });
+    const page = await browser.follow(`${h.publicUrl}/console/login?next=/devices`);
+    const callback = await browser.submitForm(page, { name: 'alice', password: 'alice-password' }, { headers: { origin: h.publicUrl }, stopAt: (url) => url.pathname === '/console/callback' });
+    const answer = await browser.request(callback.location ?? '', { headers: { 'sec-fetch-site': 'cross-site', accept: 'text/html' } });
+    assert.equal(answer.status, 200, answer.body);
+    assert.equal(answer.headers.refresh, '0; url=/devices');
+    assert.match(answer.body, /<a class="button" href="\/devices">Continue to the Command Center<\/a>/);
+    assert.match(String(answer.headers['set-cookie']), /__Host-causeway-console=cwcs_/);
+    assert.match(String(answer.headers['content-security-policy']), /frame-ancestors 'none'/);
+    const secret = browser.cookiesFor(`${h.publicUrl}/`)['__Host-causeway-console'];
+    assert.ok(secret !== undefined);
+    assert.equal((await h.call(undefined, 'GET', '/console/session', { headers: { cookie: `__Host-causeway-console=${secret}` } })).status, 200);
+  });
+
   void test('the login page shows the console by name and always asks for the password (prompt=login)', async (t) => {
     const h = await start(t);
     const browser = new CookieClient({ caPems: [h.caPem] });
