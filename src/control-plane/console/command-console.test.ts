@@ -31,7 +31,7 @@ async function serve(t: { after: (fn: () => Promise<unknown>) => void }, extra: 
   };
 }
 
-test('causeway server serves the console from --console-dir, and not at all with --no-console', async (t) => {
+void test('causeway server serves the console from --console-dir, and not at all with --no-console', async (t) => {
   const build = await mkdtemp(join(tmpdir(), 'causeway-console-build-'));
   t.after(() => rm(build, { recursive: true, force: true }));
   await mkdir(join(build, 'assets'));
@@ -53,7 +53,7 @@ test('causeway server serves the console from --console-dir, and not at all with
   assert.ok(!off.printed.some((line) => line.startsWith('Web console')));
 });
 
-test('--no-console and --console-dir reach the server flags', async () => {
+void test('--no-console and --console-dir reach the server flags', async () => {
   const seen: ServerFlags[] = [];
   const parse = async (args: string[]): Promise<ServerFlags> => {
     const program = new Command('causeway').exitOverride();
