@@ -149,6 +149,8 @@ async function seed(h: Harness): Promise<{ deviceId: string; spareTokenId: strin
   const device = await h.store.registerDevice({ id: 'dev-1', userId: alice.id, platform: 'linux', hostname: 'alice-laptop' }, { actor: 'test' });
   const spare = await h.store.createApiToken({ name: 'spare', scope: 'viewer' }, { actor: 'test' });
   secrets.add(spare.token);
+  // A live session for the disconnect route, as an access tier reports it (control-plane/live).
+  await h.store.putPeerReport('access-tier', 'edge-1', { version: '0.1.0', startedAt: new Date().toISOString(), tunnels: [], sessions: [{ id: LIVE_SESSION_ID, user: alice.id, device: device.id, service: 'prod-k8s', since: new Date().toISOString(), source: '192.0.2.1:40000', target: 'k8s.example.com:443', via: 'direct', bytesUp: 1, bytesDown: 2 }] });
   return { deviceId: device.id, spareTokenId: spare.record.id };
 }
 
@@ -165,6 +167,8 @@ interface RouteCase {
 }
 
 const policyDocument = { apiVersion: 'causeway/v1', kind: 'Policy', metadata: { name: 'k8s-prod' }, spec: { access: [{ roles: ['engineers'], trustLevel: 'High' }] } };
+
+const LIVE_SESSION_ID = '0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b';
 
 const ROUTES: RouteCase[] = [
   { method: 'GET', route: '/api/v1/objects', url: () => '/api/v1/objects?kind=services', access: 'read' },
@@ -190,6 +194,9 @@ const ROUTES: RouteCase[] = [
   { method: 'GET', route: '/api/v1/audit/export', url: () => '/api/v1/audit/export?kind=Policy', access: 'read' },
   // A read with a body (the Role spec to match): viewers may, nothing is written.
   { method: 'POST', route: '/api/v1/roles/preview', url: () => '/api/v1/roles/preview', access: 'read', body: { spec: { users: { groups: ['eng'] } } } },
+  { method: 'GET', route: '/api/v1/sessions', url: () => '/api/v1/sessions?service=prod-k8s', access: 'read' },
+  { method: 'GET', route: '/api/v1/peers', url: () => '/api/v1/peers', access: 'read' },
+  { method: 'POST', route: '/api/v1/sessions/:id/disconnect', url: () => `/api/v1/sessions/${LIVE_SESSION_ID}/disconnect`, access: 'write', body: {} },
   { method: 'GET', route: '/api/v1/whoami', url: () => '/api/v1/whoami', access: 'read' },
   { method: 'GET', route: '/api/v1/ca', url: () => '/api/v1/ca', access: 'public' },
   { method: 'GET', route: '/api/v1/openapi.json', url: () => '/api/v1/openapi.json', access: 'public' },

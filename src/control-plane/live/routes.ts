@@ -129,6 +129,8 @@ export function liveRoutes(app: FastifyInstance, deps: LiveRoutesDeps): void {
     config: { access: 'public' },
     schema: {
       summary: 'An access tier or connector reports its live state (its client certificate names it)',
+      // A peer's wire (src/lib/live/wire.ts), like the config stream and event batches: not part of the admin API.
+      hide: true,
       tags: ['live'],
       security: [],
       body: { type: 'object' },
