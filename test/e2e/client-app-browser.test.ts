@@ -73,7 +73,9 @@ before(async () => {
     client: { listenPort, allowUserOverride: false },
     kubernetes: { ...system.service.spec.kubernetes, authentication: 'cluster' },
   });
-  await system.put('TrustProfile', 'laptops', { appliesTo: { ownership: ['other'] }, staleAfter: '15m', factors: [{ type: 'firewall', effect: 'Low' }] });
+  // Laptops the user owns are trusted without conditions here: the agent reports this machine's real posture
+  // in the background, which must not decide these tests (device trust has its own e2e).
+  await system.put('TrustProfile', 'laptops', { appliesTo: { ownership: ['other'] }, staleAfter: '15m', factors: [] });
   home = await newHome(system, 'app');
   const userHome = join(system.dir, 'user-home-app');
   await mkdir(join(userHome, '.kube'), { recursive: true, mode: 0o700 });
