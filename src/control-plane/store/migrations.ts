@@ -280,6 +280,36 @@ function consoleSessions(dialect: StoreDialect): Migration {
   };
 }
 
+/**
+ * Kube audit events (issue 6): one row per kube proxy request or exec/attach/port-forward session,
+ * stored once per id like access events, the whole event as JSON and the filtered fields as columns.
+ */
+function kubeEvents(dialect: StoreDialect): Migration {
+  const { text, json } = types(dialect);
+  return {
+    async up(db: AnyDb): Promise<void> {
+      await db.schema
+        .createTable('kube_events')
+        .addColumn('id', text, (c) => c.primaryKey())
+        .addColumn('received_at', text, (c) => c.notNull())
+        .addColumn('time', text, (c) => c.notNull())
+        .addColumn('type', text, (c) => c.notNull())
+        .addColumn('decision', text, (c) => c.notNull())
+        .addColumn('cluster_name', text, (c) => c.notNull())
+        .addColumn('kube_proxy', text, (c) => c.notNull())
+        .addColumn('user', text)
+        .addColumn('device', text)
+        .addColumn('namespace', text)
+        .addColumn('verb', text)
+        .addColumn('event', json, (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('kube_events_time').on('kube_events').columns(['time', 'id']).execute();
+      await db.schema.createIndex('kube_events_user').on('kube_events').columns(['user', 'time']).execute();
+      await db.schema.createIndex('kube_events_cluster').on('kube_events').columns(['cluster_name', 'time']).execute();
+    },
+  };
+}
+
 /** Every migration, by name; names sort in the order they run. */
 export function migrations(dialect: StoreDialect): Record<string, Migration> {
   return {
@@ -288,6 +318,7 @@ export function migrations(dialect: StoreDialect): Record<string, Migration> {
     '0003-device-trust': deviceTrust(dialect),
     '0005-live-sessions': liveSessions(dialect),
     '0006-console-sessions': consoleSessions(dialect),
+    '0007-kube-events': kubeEvents(dialect),
   };
 }
 

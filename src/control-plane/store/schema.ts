@@ -119,6 +119,21 @@ export interface AccessEventsTable {
   event: string;
 }
 
+export interface KubeEventsTable {
+  id: string;
+  received_at: string;
+  time: string;
+  type: string;
+  decision: string;
+  cluster_name: string;
+  kube_proxy: string;
+  user: string | null;
+  device: string | null;
+  namespace: string | null;
+  verb: string | null;
+  event: string;
+}
+
 export interface AuditEventsTable {
   id: string;
   at: string;
@@ -195,6 +210,7 @@ export interface Database {
   api_tokens: ApiTokensTable;
   join_tokens: JoinTokensTable;
   access_events: AccessEventsTable;
+  kube_events: KubeEventsTable;
   audit_events: AuditEventsTable;
   certificates: CertificatesTable;
   kv: KvTable;

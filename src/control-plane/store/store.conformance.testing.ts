@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { newEventId } from '../../lib/audit/index.ts';
-import type { AccessEvent } from '../../lib/audit/index.ts';
+import type { AccessEvent, KubeEvent } from '../../lib/audit/index.ts';
 import type { Clock } from '../../lib/clock.ts';
 import { errorCode } from '../../lib/errors.ts';
 import { hashToken } from './tokens.ts';
@@ -870,6 +870,46 @@ export function runStoreConformance(name: string, openStore: OpenStore, cleanup:
     });
 
     // --- events ----------------------------------------------------------------------------------
+
+    void test('appendKubeEvents is idempotent by id and queryKubeEvents filters and pages newest first (issue 6)', async (t) => {
+      const store = await open(t);
+      const clusterName = `c-${uid()}`;
+      const events: KubeEvent[] = Array.from({ length: 30 }, (_, i) => ({
+        id: newEventId(1_800_000_000_000 + i * 1000),
+        time: new Date(1_800_000_000_000 + i * 1000).toISOString(),
+        type: i % 5 === 0 ? 'kube-session' : 'kube-request',
+        clusterName,
+        kubeProxy: clusterName,
+        user: i % 2 === 0 ? 'ada@example.com' : 'bob@example.com',
+        groups: ['eng', 'system:authenticated'],
+        verb: i % 5 === 0 ? 'create' : 'list',
+        resource: 'pods',
+        ...(i % 5 === 0 ? { subresource: 'exec', command: ['sh', '-c', `echo ${i}`], transport: 'spdy' as const, durationMs: 10 } : {}),
+        namespace: i % 3 === 0 ? 'prod' : 'dev',
+        path: '/api/v1/namespaces/x/pods',
+        code: i % 7 === 0 ? 403 : 200,
+        latencyMs: 3,
+        decision: i % 7 === 0 ? 'deny' : 'allow',
+        source: '192.0.2.1:1',
+      }));
+      assert.deepEqual(await store.appendKubeEvents(events), { inserted: 30, duplicates: 0 });
+      assert.deepEqual(await store.appendKubeEvents(events.slice(0, 5)), { inserted: 0, duplicates: 5 });
+      const all: KubeEvent[] = [];
+      let after: string | undefined;
+      do {
+        const page = await store.queryKubeEvents({ clusterName, limit: 7, after });
+        all.push(...page.events);
+        after = page.next;
+      } while (after !== undefined);
+      assert.deepEqual(all.map((e) => e.id), [...events].reverse().map((e) => e.id));
+      assert.deepEqual(all.find((e) => e.type === 'kube-session')?.command?.slice(0, 2), ['sh', '-c']);
+      const sessions = (await store.queryKubeEvents({ clusterName, type: 'kube-session' })).events;
+      assert.deepEqual(sessions.map((e) => e.id).sort(), events.filter((e) => e.type === 'kube-session').map((e) => e.id).sort());
+      const filtered = (await store.queryKubeEvents({ clusterName, user: 'ada@example.com', namespace: 'prod', decision: 'deny' })).events;
+      assert.deepEqual(filtered.map((e) => e.id).sort(), events.filter((e) => e.user === 'ada@example.com' && e.namespace === 'prod' && e.decision === 'deny').map((e) => e.id).sort());
+      assert.equal((await store.queryKubeEvents({ clusterName, verb: 'create' })).events.length, 6);
+      await rejectsWith(store.appendKubeEvents([{ ...events[0], id: '' }]), 'INVALID_ARGUMENT');
+    });
 
     void test('appendAccessEvents is idempotent by id: re-shipping a batch duplicates nothing (X-02)', async (t) => {
       const store = await open(t);

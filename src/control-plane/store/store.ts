@@ -12,7 +12,7 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Kysely, Selectable, Transaction } from 'kysely';
-import type { AccessEvent } from '../../lib/audit/index.ts';
+import type { AccessEvent, KubeEvent } from '../../lib/audit/index.ts';
 import type { Clock } from '../../lib/clock.ts';
 import { CausewayError, UserError } from '../../lib/errors.ts';
 import type { Logger } from '../../lib/log.ts';
@@ -26,6 +26,7 @@ import type { ConsoleSessionRecord, NewConsoleSession } from './types.ts';
 import { CERTIFICATE_KIND, DEVICE_KIND, RESERVED_KINDS, SESSION_KILL_KIND, TRUST_OVERRIDE_LEVELS, USER_KIND } from './types.ts';
 import type {
   AccessEventQuery,
+  KubeEventQuery,
   ActorOptions,
   ApiTokenRecord,
   ApiTokenScope,
@@ -1026,6 +1027,67 @@ export class KyselyStore implements Store {
     }
     const rows = await q.orderBy('time', 'desc').orderBy('id', 'desc').limit(limit + 1).execute();
     return pageOf(rows, limit, (r) => r.time, (r) => fromJson<AccessEvent>(r.event));
+  }
+
+  async appendKubeEvents(events: KubeEvent[]): Promise<AppendResult> {
+    this.#assertOpen();
+    if (events.length === 0) return { inserted: 0, duplicates: 0 };
+    const receivedAt = this.#now();
+    const rows = events.map((event, i) => {
+      if (event === null || typeof event !== 'object' || typeof event.id !== 'string' || event.id === '') {
+        throw new UserError('INVALID_ARGUMENT', `kube event ${i} has no id; events are stored once per id`);
+      }
+      const clean = storable(event) as KubeEvent;
+      const ms = typeof event.time === 'string' ? Date.parse(event.time) : NaN;
+      return {
+        id: clean.id,
+        received_at: receivedAt,
+        time: Number.isFinite(ms) ? new Date(ms).toISOString() : receivedAt,
+        type: String(clean.type),
+        decision: String(clean.decision),
+        cluster_name: String(clean.clusterName ?? ''),
+        kube_proxy: String(clean.kubeProxy ?? ''),
+        user: typeof clean.user === 'string' && clean.user !== '' ? clean.user : null,
+        device: clean.device ?? null,
+        namespace: clean.namespace ?? null,
+        verb: typeof clean.verb === 'string' ? clean.verb : null,
+        event: toJson(clean),
+      };
+    });
+    const inserted = await this.#db.transaction().execute(async (trx) => {
+      let count = 0;
+      for (let i = 0; i < rows.length; i += EVENT_CHUNK) {
+        const result = await trx
+          .insertInto('kube_events')
+          .values(rows.slice(i, i + EVENT_CHUNK))
+          .onConflict((oc) => oc.column('id').doNothing())
+          .executeTakeFirst();
+        count += Number(result.numInsertedOrUpdatedRows ?? 0n);
+      }
+      return count;
+    });
+    return { inserted, duplicates: events.length - inserted };
+  }
+
+  async queryKubeEvents(query: KubeEventQuery = {}): Promise<Page<KubeEvent>> {
+    this.#assertOpen();
+    const limit = pageLimit(query.limit);
+    let q = this.#db.selectFrom('kube_events').select(['id', 'time', 'event']);
+    if (query.type !== undefined) q = q.where('type', '=', storableString(query.type));
+    if (query.clusterName !== undefined) q = q.where('cluster_name', '=', storableString(query.clusterName));
+    if (query.user !== undefined) q = q.where('user', '=', storableString(query.user));
+    if (query.device !== undefined) q = q.where('device', '=', storableString(query.device));
+    if (query.namespace !== undefined) q = q.where('namespace', '=', storableString(query.namespace));
+    if (query.verb !== undefined) q = q.where('verb', '=', storableString(query.verb));
+    if (query.decision !== undefined) q = q.where('decision', '=', storableString(query.decision));
+    if (query.since !== undefined) q = q.where('time', '>=', isoTime(query.since, 'since'));
+    if (query.until !== undefined) q = q.where('time', '<', isoTime(query.until, 'until'));
+    if (query.after !== undefined) {
+      const c = decodeCursor(query.after);
+      q = q.where((eb) => eb.or([eb('time', '<', c.time), eb.and([eb('time', '=', c.time), eb('id', '<', c.id)])]));
+    }
+    const rows = await q.orderBy('time', 'desc').orderBy('id', 'desc').limit(limit + 1).execute();
+    return pageOf(rows, limit, (r) => r.time, (r) => fromJson<KubeEvent>(r.event));
   }
 
   async queryAuditEvents(query: AuditEventQuery = {}): Promise<Page<AuditEvent>> {

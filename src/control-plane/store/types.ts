@@ -7,7 +7,7 @@
  * token secrets are kept as SHA-256 hashes, password hashes are only handed to `getUserCredentials`,
  * and no other method returns a hash.
  */
-import type { AccessDecision, AccessEvent } from '../../lib/audit/index.ts';
+import type { AccessDecision, AccessEvent, KubeEvent, KubeEventType } from '../../lib/audit/index.ts';
 
 export type { AccessDecision, AccessEvent };
 
@@ -383,6 +383,24 @@ export interface AppendResult {
   duplicates: number;
 }
 
+export interface KubeEventQuery {
+  type?: KubeEventType;
+  clusterName?: string;
+  user?: string;
+  device?: string;
+  namespace?: string;
+  verb?: string;
+  decision?: 'allow' | 'deny';
+  /** Inclusive lower bound on the event time (ISO). */
+  since?: string;
+  /** Exclusive upper bound on the event time (ISO). */
+  until?: string;
+  /** Default 100, at most 1000. */
+  limit?: number;
+  /** The `next` cursor of the previous page. */
+  after?: string;
+}
+
 export interface AccessEventQuery {
   service?: string;
   user?: string;
@@ -592,6 +610,9 @@ export interface Store {
 
   appendAccessEvents(events: AccessEvent[]): Promise<AppendResult>;
   queryAccessEvents(query?: AccessEventQuery): Promise<Page<AccessEvent>>;
+  /** Kube proxy events (kube-event.ts), stored once per id like access events. */
+  appendKubeEvents(events: KubeEvent[]): Promise<AppendResult>;
+  queryKubeEvents(query?: KubeEventQuery): Promise<Page<KubeEvent>>;
   queryAuditEvents(query?: AuditEventQuery): Promise<Page<AuditEvent>>;
   /** Appends one audit event (logins, logouts, token exchanges…); `id` and `at` are made when missing. */
   appendAuditEvent(event: NewAuditEvent): Promise<void>;
