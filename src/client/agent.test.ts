@@ -345,6 +345,24 @@ void describe('autorun, sleep and network changes', () => {
     assert.equal(connected, true, 'auto-k8s came up after the login');
   });
 
+  void test('a logout (or a login to another control plane) noticed at the next poll disconnects every service', async (t) => {
+    const a = await freePort();
+    const h = await harness(t, { catalog: [entry('prod-k8s', { client: { listenPort: a, allowUserOverride: false } })] });
+    await agentRequest(h.home, 'POST', '/v1/connect', { service: 'prod-k8s' });
+    assert.equal(await refused(a), false);
+    h.session.current = { ...SESSION, server: 'https://other.example.com' };
+    h.intervals.fire(10_000);
+    for (let i = 0; i < 100 && !(await refused(a)); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await refused(a), true, 'the login elsewhere closed the proxy');
+    assert.deepEqual((await h.agent.status()).connections, []);
+    await agentRequest(h.home, 'POST', '/v1/connect', { service: 'prod-k8s' });
+    h.session.current = undefined;
+    h.intervals.fire(10_000);
+    for (let i = 0; i < 100 && !(await refused(a)); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await refused(a), true, 'the logout closed the proxy');
+    assert.equal((await h.agent.status()).user, null);
+  });
+
   void test('a wall-clock jump over 30 s (sleep) refreshes the catalog; a normal tick does not', async (t) => {
     const h = await harness(t);
     const before = h.fetches();

@@ -432,12 +432,27 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
       .catch(() => undefined);
   };
 
-  /** Notices a login (or a login to another server) and a logout. */
-  const checkLogin = async (): Promise<boolean> => {
-    const session = await options.readSession().catch(() => undefined);
-    if (session === undefined) {
-      if (loggedInServer !== undefined) {
-        logger.info('logged out: stopping trust renewal and posture reports');
+  /** Stops every local proxy: the session they were for has ended (logout, or a login elsewhere). */
+  const disconnectAll = async (why: string): Promise<void> => {
+    const names = [...connections.keys()];
+    if (names.length === 0) return;
+    logger.info({ services: names }, `${why}: disconnecting every service`);
+    for (const name of names) await serial(() => doDisconnect(name));
+    catalog = undefined;
+  };
+
+  /**
+   * Notices a login (or a login to another server) and a logout. A logout, or a login to another control
+   * plane, disconnects every service first: access ends with the session it was granted to. Concurrent
+   * callers (the poll, a wake-up) share one check.
+   */
+  let loginCheck: Promise<boolean> | undefined;
+  const checkLogin = (): Promise<boolean> => {
+    loginCheck ??= (async () => {
+      const session = await options.readSession().catch(() => undefined);
+      if (loggedInServer !== undefined && session?.server !== loggedInServer) {
+        await disconnectAll(session === undefined ? 'logged out' : `logged in to another control plane (${session.server})`);
+        logger.info('stopping trust renewal and posture reports');
         renewal?.close();
         await reporting?.close();
         renewal = undefined;
@@ -445,18 +460,21 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
         loggedInServer = undefined;
         lastTrust = undefined;
       }
-      return false;
-    }
-    if (session.server !== loggedInServer) {
-      logger.info({ server: session.server }, 'logged in: starting trust renewal, posture reports and autorun services');
-      await startBackground(session);
-      const entries = await refreshCatalog().catch((err: unknown) => {
-        noteError(err, 'fetching the service catalog');
-        return undefined;
-      });
-      if (entries !== undefined) await startAutorun(entries);
-    }
-    return true;
+      if (session === undefined || closed) return false;
+      if (session.server !== loggedInServer) {
+        logger.info({ server: session.server }, 'logged in: starting trust renewal, posture reports and autorun services');
+        await startBackground(session);
+        const entries = await refreshCatalog().catch((err: unknown) => {
+          noteError(err, 'fetching the service catalog');
+          return undefined;
+        });
+        if (entries !== undefined) await startAutorun(entries);
+      }
+      return true;
+    })().finally(() => {
+      loginCheck = undefined;
+    });
+    return loginCheck;
   };
 
   const refresh = async (reason: string): Promise<void> => {
