@@ -50,7 +50,7 @@ export interface ConsoleLoginDeps extends ConsoleSessionDeps {
   findAccessToken: (token: string) => Promise<{ accountId: string; clientId: string } | undefined>;
   clock: Clock;
   logger: Logger;
-  /** Per-source limit on login starts. Default: a burst of 30, one more every 2 s. */
+  /** Per-source limit on login starts. Default: a burst of 60, one more every 2 s. */
   loginRateLimit?: FailureLimiterOptions;
 }
 
@@ -101,7 +101,7 @@ function jwtPayload(token: unknown): Record<string, unknown> | undefined {
 export function consoleLoginRoutes(app: FastifyInstance, deps: ConsoleLoginDeps): void {
   const { store, provider, clock, logger } = deps;
   const redirectUri = `${deps.publicUrl}${CONSOLE_CALLBACK_PATH}`;
-  const limiter = new FailureLimiter({ burst: 30, refillPerSecond: 0.5, clock, ...deps.loginRateLimit });
+  const limiter = new FailureLimiter({ burst: 60, refillPerSecond: 0.5, clock, ...deps.loginRateLimit });
 
   app.get<{ Querystring: { next?: string } }>('/console/login', { config: { access: 'public' }, schema: { hide: true } }, async (request, reply) => {
     const source = sourceKey(request.ip);
