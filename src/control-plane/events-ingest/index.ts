@@ -1,5 +1,6 @@
 /**
- * `POST /api/v1/events/batch`: access events shipped by access tiers and kube proxies from their
+ * `POST /api/v1/events/batch`: access events shipped by access tiers and kube proxies, and kube
+ * events (`kube-request`, `kube-session`, src/lib/audit/kube-event.ts) shipped by kube proxies, from their
  * local spools (the wire is documented in src/lib/audit/wire.ts). The caller is its client
  * certificate (an access tier or kube proxy of this installation, unrevoked); each event must name
  * the sender as its `accessTier`, so one part cannot write another's record. Events are stored once
@@ -8,7 +9,8 @@
  *     await app.register(eventsIngestPlugin, { store, ca, logger, clock });
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { AccessEvent } from '../../lib/audit/index.ts';
+import type { AccessEvent, KubeEvent } from '../../lib/audit/index.ts';
+import { kubeEventSchema } from '../../lib/audit/kube-event.ts';
 import { accessEventSchema, EVENTS_BATCH_PATH, MAX_BATCH_BYTES, MAX_BATCH_EVENTS } from '../../lib/audit/wire.ts';
 import type { EventBatchResult } from '../../lib/audit/wire.ts';
 import type { CertType } from '../../lib/pki/index.ts';
@@ -57,10 +59,26 @@ export function eventsIngestPlugin(app: FastifyInstance, options: EventsIngestPl
     const { events } = request.body;
     if (events.length > MAX_BATCH_EVENTS) return sendError(reply, 413, 'BATCH_TOO_LARGE', `a batch holds at most ${MAX_BATCH_EVENTS} events; this one has ${events.length}`);
     const valid: AccessEvent[] = [];
+    const kube: KubeEvent[] = [];
     const problems: NonNullable<EventBatchResult['problems']> = [];
     events.forEach((raw, index) => {
-      const parsed = accessEventSchema.safeParse(raw);
       const id = raw !== null && typeof raw === 'object' && 'id' in raw && typeof raw.id === 'string' ? raw.id.slice(0, 128) : undefined;
+      const type = raw !== null && typeof raw === 'object' && 'type' in raw ? raw.type : undefined;
+      if (type === 'kube-request' || type === 'kube-session') {
+        // Kube events come only from kube proxies, each naming itself (issue 6).
+        const kubeParsed = kubeEventSchema.safeParse(raw);
+        if (!kubeParsed.success) {
+          problems.push({ index, ...(id === undefined ? {} : { id }), message: kubeParsed.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`).join('; ') });
+        } else if (auth.identity.type !== 'kube-proxy') {
+          problems.push({ index, id: kubeParsed.data.id, message: 'kube events are accepted only from kube proxies' });
+        } else if (kubeParsed.data.kubeProxy !== sender) {
+          problems.push({ index, id: kubeParsed.data.id, message: `the event names ${JSON.stringify(kubeParsed.data.kubeProxy.slice(0, 64))} as its kube proxy, but was sent by "${sender}"` });
+        } else {
+          kube.push(kubeParsed.data);
+        }
+        return;
+      }
+      const parsed = accessEventSchema.safeParse(raw);
       if (!parsed.success) {
         problems.push({ index, ...(id === undefined ? {} : { id }), message: parsed.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`).join('; ') });
       } else if (parsed.data.accessTier !== sender) {
@@ -69,7 +87,9 @@ export function eventsIngestPlugin(app: FastifyInstance, options: EventsIngestPl
         valid.push(parsed.data);
       }
     });
-    const stored = valid.length === 0 ? { inserted: 0, duplicates: 0 } : await deps.store.appendAccessEvents(valid);
+    const access = valid.length === 0 ? { inserted: 0, duplicates: 0 } : await deps.store.appendAccessEvents(valid);
+    const kubeStored = kube.length === 0 ? { inserted: 0, duplicates: 0 } : await deps.store.appendKubeEvents(kube);
+    const stored = { inserted: access.inserted + kubeStored.inserted, duplicates: access.duplicates + kubeStored.duplicates };
     if (problems.length > 0) logger.warn({ sender, rejected: problems.length, problems: problems.slice(0, 5) }, 'rejected access events in a batch');
     logger.debug({ sender, inserted: stored.inserted, duplicates: stored.duplicates }, 'access events stored');
     const result: EventBatchResult = { inserted: stored.inserted, duplicates: stored.duplicates, rejected: problems.length };
