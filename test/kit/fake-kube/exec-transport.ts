@@ -1,14 +1,15 @@
 /**
- * exec over the Kubernetes WebSocket channel protocols (v5.channel.k8s.io, v4.channel.k8s.io):
- * each binary message starts with a channel byte (0 stdin, 1 stdout, 2 stderr, 3 error/status,
- * 4 resize); v5 adds 255 [channel] to close one channel (stdin EOF). The transport maps channels
- * onto ExecStreams, so SPDY exec (refused for now) only needs its own mapping.
+ * exec and attach: the request checks both transports share, and the WebSocket channel protocols
+ * (v5.channel.k8s.io, v4.channel.k8s.io): each binary message starts with a channel byte
+ * (0 stdin, 1 stdout, 2 stderr, 3 error/status, 4 resize); v5 adds 255 [channel] to close one
+ * channel (stdin EOF). SPDY/3.1 (exec-spdy.ts) maps its streams onto the same ExecStreams.
  */
 import type { IncomingMessage } from 'node:http';
 import { PassThrough, Writable } from 'node:stream';
 import type { Duplex } from 'node:stream';
-import { runFakeCommand, resultStatus } from './exec.ts';
+import { runAttach, runFakeCommand, resultStatus } from './exec.ts';
 import type { ExecResult, ExecStreams, ExecTarget } from './exec.ts';
+import { handleSpdyExecUpgrade } from './exec-spdy.ts';
 import { resolveContainer } from './logs.ts';
 import { refuseUpgrade } from './server.ts';
 import type { UpgradeContext } from './server.ts';
@@ -37,8 +38,12 @@ function flag(query: URLSearchParams, name: string): boolean {
   return v === 'true' || v === '1';
 }
 
+export type ExecSubresource = 'exec' | 'attach';
+
 export interface ExecRequest {
+  subresource: ExecSubresource;
   target: ExecTarget;
+  /** The command (exec); empty for attach. */
   command: string[];
   stdin: boolean;
   stdout: boolean;
@@ -46,12 +51,13 @@ export interface ExecRequest {
   tty: boolean;
 }
 
-/** Validates the exec query the way the API server does; returns a refusal Status on error. */
-export function parseExecRequest(ctx: UpgradeContext, target: UpgradeTarget): ExecRequest | ReturnType<typeof failure> {
-  const command = target.query.getAll('command');
-  if (command.length === 0) return failure(400, 'BadRequest', 'you must specify at least 1 command');
+/** Validates the exec or attach query the way the API server does; returns a refusal Status on error. */
+export function parseExecRequest(ctx: UpgradeContext, target: UpgradeTarget, subresource: ExecSubresource = 'exec'): ExecRequest | ReturnType<typeof failure> {
+  const command = subresource === 'exec' ? target.query.getAll('command') : [];
+  if (subresource === 'exec' && command.length === 0) return failure(400, 'BadRequest', 'you must specify at least 1 command');
   const tty = flag(target.query, 'tty');
   const request = {
+    subresource,
     command,
     stdin: flag(target.query, 'stdin'),
     stdout: flag(target.query, 'stdout'),
@@ -62,19 +68,46 @@ export function parseExecRequest(ctx: UpgradeContext, target: UpgradeTarget): Ex
   if (!request.stdin && !request.stdout && !flag(target.query, 'stderr')) return failure(400, 'BadRequest', 'you must specify at least one of stdin, stdout, stderr');
   const resolved = resolveContainer(ctx.store, target.namespace, target.pod, target.query.get('container'));
   if ('status' in resolved) return resolved.status;
-  return { ...request, target: { namespace: target.namespace, pod: target.pod, container: resolved.container } };
+  return { ...request, target: { namespace: target.namespace, pod: target.pod, container: resolved.container, fs: ctx.files.get(target.namespace, target.pod) } };
 }
 
-export function handleExecUpgrade(ctx: UpgradeContext, target: UpgradeTarget): void {
-  const parsed = parseExecRequest(ctx, target);
+/** What an exec or attach records when it starts. */
+export function execRecord(request: ExecRequest, target: UpgradeTarget, transport: 'websocket' | 'spdy', protocol: string): RecordedExec {
+  return {
+    subresource: request.subresource,
+    namespace: request.target.namespace,
+    pod: request.target.pod,
+    container: request.target.container,
+    command: request.command,
+    tty: request.tty,
+    stdin: request.stdin,
+    transport,
+    protocol,
+    user: target.user,
+    time: Date.now(),
+  };
+}
+
+/** Runs the command (exec) or connects to the main process (attach); never throws. */
+export async function runExec(ctx: UpgradeContext, request: ExecRequest, io: ExecStreams): Promise<ExecResult> {
+  try {
+    return request.subresource === 'attach' ? await runAttach(io) : await runFakeCommand(request.command, io, request.target);
+  } catch (err) {
+    ctx.logger.error({ err }, 'fake-kube: exec command failed');
+    return { error: 'the fake runtime failed' };
+  }
+}
+
+export function handleExecUpgrade(ctx: UpgradeContext, target: UpgradeTarget, subresource: ExecSubresource = 'exec'): void {
+  const parsed = parseExecRequest(ctx, target, subresource);
   if ('code' in parsed) {
     refuseUpgrade(target.socket, parsed);
     return;
   }
   if (!isWebSocketUpgrade(target.req)) {
-    // kubectl falls back to SPDY/3.1 when the WebSocket upgrade fails or
-    // KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false; the fake does not speak SPDY exec yet.
-    refuseUpgrade(target.socket, failure(400, 'BadRequest', 'exec over SPDY/3.1 is not supported by the fake API server; use the WebSocket protocols (v5.channel.k8s.io, v4.channel.k8s.io)'));
+    // kubectl falls back to SPDY/3.1 when the WebSocket upgrade fails or with
+    // KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false.
+    handleSpdyExecUpgrade(ctx, target, parsed);
     return;
   }
   const problem = checkHandshake(target.req);
@@ -89,18 +122,7 @@ export function handleExecUpgrade(ctx: UpgradeContext, target: UpgradeTarget): v
     return;
   }
   const ws = acceptWebSocket(target.req, target.socket, target.head, protocol);
-  const record: RecordedExec = {
-    namespace: parsed.target.namespace,
-    pod: parsed.target.pod,
-    container: parsed.target.container,
-    command: parsed.command,
-    tty: parsed.tty,
-    stdin: parsed.stdin,
-    transport: 'websocket',
-    protocol,
-    user: target.user,
-    time: Date.now(),
-  };
+  const record = execRecord(parsed, target, 'websocket', protocol);
   ctx.execs.push(record);
   void serveExecOverWebSocket(ctx, ws, parsed, record);
 }
@@ -151,13 +173,7 @@ async function serveExecOverWebSocket(ctx: UpgradeContext, ws: WebSocketConnecti
     if (stdin !== null && !stdin.writableEnded) stdin.end();
   });
 
-  let result: ExecResult;
-  try {
-    result = await runFakeCommand(request.command, io, request.target);
-  } catch (err) {
-    ctx.logger.error({ err }, 'fake-kube: exec command failed');
-    result = { error: 'the fake runtime failed' };
-  }
+  const result = await runExec(ctx, request, io);
   // Let buffered output go out before the status.
   const writers = [io.stdout, io.stderr].filter((w) => w !== null);
   await Promise.all(writers.map((w) => new Promise<void>((resolve) => w.end(resolve))));

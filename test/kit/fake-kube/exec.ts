@@ -1,9 +1,15 @@
 /**
  * The fake container runtime behind exec: a handful of deterministic commands that read and write
- * through ExecStreams. The streams are transport-neutral (the WebSocket channel protocol today,
- * SPDY later), so a transport only has to map its channels onto them and report the result.
+ * through ExecStreams, and the pod's in-memory filesystem (files.ts) for `cat FILE`, `ls`, `test`,
+ * `mkdir` and `tar` (what `kubectl cp` runs). The streams are transport-neutral: the WebSocket
+ * channel protocols and SPDY/3.1 each map their channels onto them and report the result.
  */
+import { posix } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
+import type { PodFilesystem } from './files.ts';
+import { normalizePath } from './files.ts';
+import { readTar, writeTar } from './tar.ts';
+import type { TarEntry } from './tar.ts';
 
 export interface ExecStreams {
   /** The client's stdin; null when the exec asked for none. Ends when the client closes it. */
@@ -19,6 +25,8 @@ export interface ExecTarget {
   namespace: string;
   pod: string;
   container: string;
+  /** The pod's filesystem. */
+  fs: PodFilesystem;
 }
 
 /** How a command ended: an exit code, or an error that kept it from running at all. */
@@ -37,6 +45,158 @@ function aborted(signal: AbortSignal): Promise<void> {
     if (signal.aborted) resolve();
     else signal.addEventListener('abort', () => resolve(), { once: true });
   });
+}
+
+/** Copies stdin to stdout (with backpressure) until stdin ends or the client goes away. */
+function copyUntilEnd(stdin: Readable, io: ExecStreams): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = (): void => {
+      io.signal.removeEventListener('abort', done);
+      resolve();
+    };
+    stdin.on('data', (chunk: Buffer) => {
+      if (io.stdout !== null && !io.stdout.destroyed && !io.stdout.write(chunk)) {
+        stdin.pause();
+        io.stdout.once('drain', () => stdin.resume());
+      }
+    });
+    stdin.once('end', done);
+    stdin.once('close', done);
+    io.signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+function readAll(stdin: Readable | null, signal: AbortSignal): Promise<Buffer> {
+  if (stdin === null) return Promise.resolve(Buffer.alloc(0));
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    const done = (): void => {
+      signal.removeEventListener('abort', done);
+      resolve(Buffer.concat(chunks));
+    };
+    stdin.on('data', (c: Buffer) => chunks.push(c));
+    stdin.once('end', done);
+    stdin.once('close', done);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+interface TarArgs {
+  mode: 'c' | 'x' | 't' | undefined;
+  file: string | undefined;
+  dir: string;
+  paths: string[];
+  error?: string;
+}
+
+/** Parses GNU tar's arguments as kubectl cp uses them: `cf - PATH`, `-xmf - -C DIR`, `--no-same-owner`. */
+function parseTarArgs(args: string[]): TarArgs {
+  const out: TarArgs = { mode: undefined, file: undefined, dir: '/', paths: [] };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a.startsWith('--')) {
+      if (a.startsWith('--directory=')) out.dir = a.slice('--directory='.length);
+      else if (!['--no-same-permissions', '--no-same-owner', '--touch', '--verbose'].includes(a)) return { ...out, error: `unrecognized option '${a}'` };
+      continue;
+    }
+    if (a === '-C') {
+      out.dir = args[++i] ?? '';
+      continue;
+    }
+    // A bundle of short options: the first argument may omit its dash (old style: `cf`).
+    if (a.startsWith('-') || (i === 0 && out.mode === undefined)) {
+      for (const letter of a.replace(/^-/, '')) {
+        if (letter === 'c' || letter === 'x' || letter === 't') {
+          if (out.mode !== undefined && out.mode !== letter) return { ...out, error: "You may not specify more than one '-Acdtrux', '--delete' or  '--test-label' option" };
+          out.mode = letter;
+        } else if (letter === 'f') out.file = args[++i];
+        else if (letter === 'C') out.dir = args[++i] ?? '';
+        else if (!'mvpo'.includes(letter)) return { ...out, error: `invalid option -- '${letter}'` };
+      }
+      continue;
+    }
+    out.paths.push(a);
+  }
+  return out;
+}
+
+/** `tar cf - PATH...`, `tar xf - [-C DIR]` and `tar tf -`, on the pod's filesystem; the archive is stdin/stdout. */
+async function tar(args: string[], io: ExecStreams, target: ExecTarget): Promise<ExecResult> {
+  const parsed = parseTarArgs(args);
+  const fail = (message: string, code = 2): ExecResult => {
+    write(io.stderr, `tar: ${message}\n`, false);
+    return { exitCode: code };
+  };
+  if (parsed.error !== undefined) return fail(`${parsed.error}\nTry 'tar --help' or 'tar --usage' for more information.`, 2);
+  if (parsed.mode === undefined) return fail("You must specify one of the '-Acdtrux', '--delete' or '--test-label' options");
+  if (parsed.file !== '-') return fail(`the fake runtime's tar only reads and writes the archive on stdin/stdout (f -), not ${parsed.file ?? 'a tape'}`);
+  const fs = target.fs;
+  if (!fs.isDir(parsed.dir)) return fail(`${parsed.dir}: Cannot open: No such file or directory\ntar: Error is not recoverable: exiting now`);
+  let failed = false;
+
+  if (parsed.mode === 'c') {
+    if (parsed.paths.length === 0) return fail('Cowardly refusing to create an empty archive');
+    const entries: TarEntry[] = [];
+    let warned = false;
+    for (const given of parsed.paths) {
+      const found = fs.walk(normalizePath(given, parsed.dir));
+      if (found.length === 0) {
+        write(io.stderr, `tar: ${given}: Cannot stat: No such file or directory\n`, false);
+        failed = true;
+        continue;
+      }
+      let member = given.replace(/\/+$/, '');
+      if (member.startsWith('/')) {
+        if (!warned) write(io.stderr, "tar: Removing leading `/' from member names\n", false);
+        warned = true;
+        member = member.replace(/^\/+/, '');
+      }
+      const root = found[0].path;
+      for (const { path, node } of found) {
+        const rel = path === root ? '' : path.slice(root === '/' ? 1 : root.length + 1);
+        const name = member === '' ? rel : rel === '' ? member : `${member}/${rel}`;
+        if (name === '') continue;
+        entries.push({ name, type: node.type, mode: node.mode, mtime: node.mtime, data: node.data });
+      }
+    }
+    if (io.stdout !== null && !io.stdout.destroyed) io.stdout.write(writeTar(entries));
+    if (failed) write(io.stderr, 'tar: Exiting with failure status due to previous errors\n', false);
+    return { exitCode: failed ? 2 : 0 };
+  }
+
+  const archive = readTar(await readAll(io.stdin, io.signal));
+  if (parsed.mode === 't') {
+    write(io.stdout, archive.entries.map((e) => `${e.name}\n`).join(''), io.tty);
+  } else {
+    let warned = false;
+    for (const entry of archive.entries) {
+      let name = entry.name;
+      if (name.startsWith('/')) {
+        if (!warned) write(io.stderr, "tar: Removing leading `/' from member names\n", false);
+        warned = true;
+        name = name.replace(/^\/+/, '');
+      }
+      if (name.split('/').includes('..')) {
+        write(io.stderr, `tar: ${entry.name}: Member name contains '..'\n`, false);
+        failed = true;
+        continue;
+      }
+      const dest = normalizePath(name, normalizePath(parsed.dir));
+      // -m: extracted files get the current time, as kubectl cp asks.
+      const problem = entry.type === 'dir' ? fs.mkdirp(dest, entry.mode) : fs.writeFile(dest, entry.data, { mode: entry.mode });
+      if (problem !== undefined) {
+        write(io.stderr, `tar: ${entry.name}: Cannot open: ${problem}\n`, false);
+        failed = true;
+      }
+    }
+    for (const name of archive.skipped) write(io.stderr, `tar: ${name}: the fake runtime extracts only files and directories\n`, false);
+  }
+  if (archive.error !== undefined) {
+    write(io.stderr, `tar: ${archive.error}\ntar: Exiting with failure status due to previous errors\n`, false);
+    return { exitCode: 2 };
+  }
+  if (failed) write(io.stderr, 'tar: Exiting with failure status due to previous errors\n', false);
+  return { exitCode: failed ? 2 : 0 };
 }
 
 const commands: Record<string, Command> = {
@@ -89,31 +249,72 @@ const commands: Record<string, Command> = {
     clearTimeout(timer);
     return { exitCode: 0 };
   },
-  /** cat: stdin to stdout until stdin ends. With file arguments: no such file. */
-  cat: async (args, io) => {
+  /** cat: stdin to stdout until stdin ends; with file arguments, the files. */
+  cat: async (args, io, target) => {
     if (args.length > 0) {
-      write(io.stderr, args.map((a) => `cat: ${a}: No such file or directory\n`).join(''), io.tty);
-      return { exitCode: 1 };
+      let code = 0;
+      for (const a of args) {
+        const node = target.fs.stat(a);
+        if (node === undefined) {
+          write(io.stderr, `cat: ${a}: No such file or directory\n`, io.tty);
+          code = 1;
+        } else if (node.type === 'dir') {
+          write(io.stderr, `cat: ${a}: Is a directory\n`, io.tty);
+          code = 1;
+        } else if (io.stdout !== null && !io.stdout.destroyed) {
+          io.stdout.write(node.data);
+        }
+      }
+      return { exitCode: code };
     }
     const stdin = io.stdin;
     if (stdin === null) return { exitCode: 0 };
-    await new Promise<void>((resolve) => {
-      const done = (): void => {
-        io.signal.removeEventListener('abort', done);
-        resolve();
-      };
-      stdin.on('data', (chunk: Buffer) => {
-        if (io.stdout !== null && !io.stdout.destroyed && !io.stdout.write(chunk)) {
-          stdin.pause();
-          io.stdout.once('drain', () => stdin.resume());
-        }
-      });
-      stdin.once('end', done);
-      stdin.once('close', done);
-      io.signal.addEventListener('abort', done, { once: true });
-    });
+    await copyUntilEnd(stdin, io);
     return { exitCode: 0 };
   },
+  /** ls [PATH...]: names, one a line. */
+  ls: (args, io, target) => {
+    let code = 0;
+    for (const a of args.length === 0 ? ['/'] : args) {
+      const node = target.fs.stat(a);
+      if (node === undefined) {
+        write(io.stderr, `ls: cannot access '${a}': No such file or directory\n`, io.tty);
+        code = 2;
+      } else {
+        write(io.stdout, node.type === 'dir' ? target.fs.children(a).map((c) => `${c}\n`).join('') : `${a}\n`, io.tty);
+      }
+    }
+    return Promise.resolve({ exitCode: code });
+  },
+  /** test -d|-f|-e PATH (kubectl cp asks `test -d DEST` first). */
+  test: (args, _io, target) => {
+    const [op, path] = args;
+    if (path === undefined) return Promise.resolve({ exitCode: op === undefined || op === '' ? 1 : 0 });
+    const node = target.fs.stat(path);
+    const ok = op === '-d' ? node?.type === 'dir' : op === '-f' ? node?.type === 'file' : op === '-e' ? node !== undefined : false;
+    return Promise.resolve({ exitCode: ok ? 0 : 1 });
+  },
+  /** mkdir [-p] DIR... */
+  mkdir: (args, io, target) => {
+    const parents = args.includes('-p');
+    let code = 0;
+    for (const dir of args.filter((a) => !a.startsWith('-'))) {
+      const exists = target.fs.stat(dir) !== undefined;
+      const parentOk = target.fs.isDir(posix.dirname(normalizePath(dir)));
+      if ((exists && !parents) || (!parents && !parentOk)) {
+        write(io.stderr, `mkdir: cannot create directory '${dir}': ${exists ? 'File exists' : 'No such file or directory'}\n`, io.tty);
+        code = 1;
+        continue;
+      }
+      const problem = target.fs.mkdirp(dir);
+      if (problem !== undefined) {
+        write(io.stderr, `mkdir: cannot create directory '${dir}': Not a directory\n`, io.tty);
+        code = 1;
+      }
+    }
+    return Promise.resolve({ exitCode: code });
+  },
+  tar: (args, io, target) => tar(args, io, target),
   sh: (args, io, target) => shell(args, io, target, 'sh'),
   bash: (args, io, target) => shell(args, io, target, 'bash'),
 };
@@ -166,6 +367,16 @@ export async function runFakeCommand(command: string[], io: ExecStreams, target:
   // A command that never read stdin leaves it flowing into the void, as a real pipe would.
   io.stdin?.resume();
   return result;
+}
+
+/**
+ * What `attach` connects to: the container's main process, which in the fake echoes its stdin to
+ * stdout (like `cat`) and ends when stdin ends; without stdin it runs until the client goes away.
+ */
+export async function runAttach(io: ExecStreams): Promise<ExecResult> {
+  if (io.stdin !== null) await copyUntilEnd(io.stdin, io);
+  else await aborted(io.signal);
+  return { exitCode: 0 };
 }
 
 /** The Status a kubelet reports on the error channel when the command has finished. */

@@ -12,16 +12,27 @@
  *   field selectors, watch (?watch=true) with kubectl's list-then-watch resourceVersion semantics,
  *   Table watch events; namespaces; an empty events list;
  * - logs: .../pods/NAME/log, with follow, tailLines, timestamps, container;
- * - exec: WebSocket v5.channel.k8s.io / v4.channel.k8s.io running fake commands (echo, cat,
- *   hostname, env, seq N, sleep N, true, false, sh -c "…; exit N"); SPDY exec is refused;
+ * - exec and attach: WebSocket (v5.channel.k8s.io / v4.channel.k8s.io) and SPDY/3.1 (a POST with
+ *   Upgrade: SPDY/3.1, one stream per channel named by `streamtype`, the Status on the error
+ *   stream) running fake commands (echo, cat [FILE], ls, test -d|-f|-e, mkdir [-p], tar c|x|t,
+ *   hostname, env, seq N, sleep N, true, false, sh -c "…; exit N") against each pod's in-memory
+ *   filesystem, so `kubectl cp` works both ways; attach is a main process that echoes stdin;
  * - port-forward: SPDY/3.1 in a WebSocket (SPDY/3.1+portforward.k8s.io) or on an Upgrade: SPDY/3.1
  *   POST, to setPortForwardTarget()'s port or a built-in echo.
  *
- * Tests inject changes with addPod/modifyPod/deletePod/appendLog and read `requests`, `execs` and
- * `portForwards`. Note that the Google Cloud SDK's kubectl dispatcher (/usr/bin/kubectl on some
+ * Who a request is: anonymous by default; or a fixed bearer token (`bearerToken`), verified OIDC
+ * ID tokens (`oidc`), a hook (`authenticate`), or — behind Causeway's kube proxy — `impersonation`:
+ * only the proxy's credentials are accepted and every request must carry Impersonate-User (the
+ * recorded `user` is the impersonated one, with groups, extras and `impersonator`). `authorize`
+ * stands in for RBAC. Every request's raw headers are kept in `requests[i].rawHeaders`.
+ *
+ * Tests inject changes with addPod/modifyPod/deletePod/appendLog/writeFile and read `requests`,
+ * `execs`, `portForwards` and readFile(). Note that the Google Cloud SDK's kubectl dispatcher (/usr/bin/kubectl on some
  * machines) sends its own GET /version before each command.
  */
 export { startFakeKube, BIG_NAMESPACE, defaultPodInputs } from './server.ts';
-export type { FakeKube, FakeKubeOptions, FakeKubeUser, RecordedExec, RecordedPortForward, RecordedRequest } from './types.ts';
+export type { FakeKube, FakeKubeAuthzRequest, FakeKubeImpersonationOptions, FakeKubeOptions, FakeKubeUser, RecordedExec, RecordedPortForward, RecordedRequest } from './types.ts';
+export { readTar, writeTar } from './tar.ts';
+export type { TarEntry } from './tar.ts';
 export type { FakePodInput, PodObject, PodPatch, PodPhase } from './pods.ts';
 export { fakeCommands } from './exec.ts';

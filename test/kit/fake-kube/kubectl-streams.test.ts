@@ -1,12 +1,13 @@
 /**
  * The real kubectl (every version kubectlBinaries() finds) against the fake, straight, no proxy:
- * exec over WebSocket and port-forward over both the WebSocket tunnel and the SPDY fallback.
+ * exec, attach and cp over both WebSocket and the SPDY/3.1 fallback, and port-forward over both
+ * the WebSocket tunnel and SPDY.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import type { AddressInfo, Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -103,11 +104,75 @@ for (const bin of binaries) {
       assert.match(r.stderr, /executable file not found/);
     });
 
-    void test('SPDY exec (KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false) is refused with a clear message', async () => {
-      const r = await kubectl(['exec', 'web-0', '--', 'echo', 'x'], { env: { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: 'false' } });
-      assert.equal(r.code, 1);
-      assert.match(r.stderr, /exec over SPDY\/3\.1 is not supported by the fake API server/);
-    });
+    for (const [transport, env] of [['websocket', {}], ['spdy', { KUBECTL_REMOTE_COMMAND_WEBSOCKETS: 'false' }]] as const) {
+      void test(`exec over ${transport}: output, stdin, exit codes and the negotiated protocol`, async () => {
+        kube.clearRequests();
+        const before = kube.execs.length;
+        const r = await kubectl(['exec', 'web-0', '--', 'echo', 'hello'], { env });
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.stdout, 'hello\n');
+        const upgrade = kube.requests.find((q) => q.upgrade);
+        if (transport === 'spdy') {
+          assert.equal(upgrade?.method, 'POST');
+          assert.equal(upgrade?.headers.upgrade, 'SPDY/3.1');
+          assert.match(String(upgrade?.headers['x-stream-protocol-version']), /v4\.channel\.k8s\.io/);
+        }
+        assert.equal(kube.execs[before]?.transport, transport);
+        assert.equal(kube.execs[before]?.exitCode, 0);
+        const input = `stdin ${randomBytes(8).toString('hex')}\n`.repeat(2000);
+        const cat = await kubectl(['exec', '-i', 'web-0', '--', 'cat'], { stdin: input, env });
+        assert.equal(cat.code, 0, cat.stderr);
+        assert.equal(cat.stdout, input);
+        const failed = await kubectl(['exec', 'web-0', '--', 'sh', '-c', 'echo oops; exit 4'], { env });
+        assert.equal(failed.code, 4);
+        assert.equal(failed.stdout, 'oops\n');
+        assert.match(failed.stderr, /command terminated with exit code 4/);
+        const stderr = await kubectl(['exec', 'web-0', '--', 'cat', '/nope'], { env });
+        assert.equal(stderr.code, 1);
+        assert.match(stderr.stderr, /cat: \/nope: No such file or directory/);
+        const missing = await kubectl(['exec', 'web-0', '--', 'no-such-tool'], { env });
+        assert.equal(missing.code, 1);
+        assert.match(missing.stderr, /executable file not found/);
+      });
+
+      void test(`attach -i over ${transport} reaches the main process`, async () => {
+        const before = kube.execs.length;
+        const r = await kubectl(['attach', '-i', 'web-2'], { stdin: 'to the main process\n', env });
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.stdout, 'to the main process\n');
+        assert.deepEqual([kube.execs[before]?.subresource, kube.execs[before]?.pod, kube.execs[before]?.transport], ['attach', 'web-2', transport]);
+      });
+
+      void test(`cp over ${transport} copies files and directories into a pod and back`, async () => {
+        const local = join(dir, `cp-${transport}`);
+        await mkdir(join(local, 'tree', 'sub'), { recursive: true });
+        const content = randomBytes(300_000);
+        await writeFile(join(local, 'blob.bin'), content);
+        await writeFile(join(local, 'tree', 'a.txt'), 'alpha\n');
+        await writeFile(join(local, 'tree', 'sub', 'b.txt'), 'beta\n');
+        const toPod = await kubectl(['cp', join(local, 'blob.bin'), `web-1:/tmp/${transport}/blob.bin`], { env });
+        assert.notEqual(toPod.code, 0, 'the directory does not exist in the pod yet');
+        assert.equal((await kubectl(['exec', 'web-1', '--', 'mkdir', '-p', `/tmp/${transport}`], { env })).code, 0);
+        const copied = await kubectl(['cp', join(local, 'blob.bin'), `web-1:/tmp/${transport}/blob.bin`], { env });
+        assert.equal(copied.code, 0, copied.stderr);
+        assert.ok(kube.readFile('default', 'web-1', `/tmp/${transport}/blob.bin`)?.equals(content));
+        const intoDir = await kubectl(['cp', join(local, 'tree'), `web-1:/tmp/${transport}`], { env });
+        assert.equal(intoDir.code, 0, intoDir.stderr);
+        assert.equal(kube.readFile('default', 'web-1', `/tmp/${transport}/tree/sub/b.txt`)?.toString(), 'beta\n');
+
+        kube.writeFile('default', 'web-1', '/var/data/report.txt', 'from the pod\n');
+        const fromPod = await kubectl(['cp', 'web-1:/var/data/report.txt', join(local, 'report.txt')], { env });
+        assert.equal(fromPod.code, 0, fromPod.stderr);
+        assert.equal(await readFile(join(local, 'report.txt'), 'utf8'), 'from the pod\n');
+        const treeBack = await kubectl(['cp', `web-1:/tmp/${transport}/tree`, join(local, 'back')], { env });
+        assert.equal(treeBack.code, 0, treeBack.stderr);
+        assert.equal(await readFile(join(local, 'back', 'sub', 'b.txt'), 'utf8'), 'beta\n');
+        const blobBack = await kubectl(['cp', `web-1:/tmp/${transport}/blob.bin`, join(local, 'blob.back')], { env });
+        assert.equal(blobBack.code, 0, blobBack.stderr);
+        assert.ok((await readFile(join(local, 'blob.back'))).equals(content));
+        assert.ok(kube.execs.some((e) => e.transport === transport && e.command[0] === 'tar'));
+      });
+    }
 
     for (const [transport, env] of [['websocket', {}], ['spdy', { KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' }]] as const) {
       void test(`port-forward over ${transport} carries bytes both ways to the pod's service`, async (t) => {

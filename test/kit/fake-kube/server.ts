@@ -6,6 +6,7 @@ import { createServer } from 'node:https';
 import type { Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { silentLogger } from '../../../src/lib/log.ts';
@@ -16,6 +17,7 @@ import { makeServerCert, makeTestCa } from '../certs.ts';
 import { serveApi, serveApis, serveCoreV1, serveVersion } from './discovery.ts';
 import type { ServerVersion } from './discovery.ts';
 import { handleExecUpgrade } from './exec-transport.ts';
+import { FilesystemStore } from './files.ts';
 import { LogStore, serveLogs } from './logs.ts';
 import { PodStore } from './pods.ts';
 import type { FakePodInput, PodObject, PodPatch } from './pods.ts';
@@ -25,6 +27,8 @@ import { handlePortForwardUpgrade, PortForwardTargets } from './portforward.ts';
 import { failure, notFound, sendJson, sendStatus } from './status.ts';
 import type { KubeStatus } from './status.ts';
 import type { FakeKube, FakeKubeOptions, FakeKubeUser, RecordedExec, RecordedPortForward, RecordedRequest } from './types.ts';
+
+type Identified = { user: FakeKubeUser } | { status: KubeStatus };
 
 export const BIG_NAMESPACE = 'big';
 
@@ -36,6 +40,8 @@ export interface UpgradeContext {
   execs: RecordedExec[];
   portForwards: RecordedPortForward[];
   targets: PortForwardTargets;
+  /** Each pod's filesystem (exec's cat/ls/test/tar, kubectl cp). */
+  files: FilesystemStore;
   /** Registers a socket the server opened itself (port-forward targets), so close() destroys it. */
   track(socket: Socket): void;
 }
@@ -83,6 +89,7 @@ export class FakeKubeServer implements FakeKube {
   private readonly store = new PodStore();
   private readonly logs = new LogStore();
   private readonly targets = new PortForwardTargets();
+  private readonly files = new FilesystemStore();
   private readonly logger: Logger;
   private readonly version: ServerVersion;
   private readonly opts: FakeKubeOptions;
@@ -95,7 +102,7 @@ export class FakeKubeServer implements FakeKube {
     this.caPem = tls.caPem;
     this.logger = opts.logger ?? silentLogger();
     this.version = parseVersion(opts.serverVersion ?? '1.32.4');
-    if (opts.oidc !== undefined && opts.authenticate === undefined) {
+    if (opts.oidc !== undefined && opts.authenticate === undefined && opts.impersonation === undefined) {
       this.verifier = createTokenVerifier({
         issuer: opts.oidc.issuer,
         audience: opts.oidc.audience,
@@ -176,6 +183,7 @@ export class FakeKubeServer implements FakeKube {
   deletePod(namespace: string, name: string): PodObject {
     const pod = this.store.delete(namespace, name);
     this.logs.endPod(namespace, name);
+    this.files.drop(namespace, name);
     return pod;
   }
 
@@ -189,6 +197,17 @@ export class FakeKubeServer implements FakeKube {
     const name = container ?? object.spec.containers[0].name;
     if (!object.spec.containers.some((c) => c.name === name)) throw new Error(`pod ${namespace}/${pod} has no container ${name}`);
     this.logs.append(namespace, pod, name, line);
+  }
+
+  writeFile(namespace: string, pod: string, path: string, content: Buffer | string, mode?: number): void {
+    if (this.store.get(namespace, pod) === undefined) throw new Error(`pod ${namespace}/${pod} does not exist`);
+    const problem = this.files.get(namespace, pod).writeFile(path, content, mode === undefined ? {} : { mode });
+    if (problem !== undefined) throw new Error(`cannot write ${path} in ${namespace}/${pod}: ${problem}`);
+  }
+
+  readFile(namespace: string, pod: string, path: string): Buffer | undefined {
+    if (this.store.get(namespace, pod) === undefined) return undefined;
+    return this.files.get(namespace, pod).readFile(path);
   }
 
   setPortForwardTarget(namespace: string, pod: string, podPort: number, localPort: number): void {
@@ -296,24 +315,90 @@ export class FakeKubeServer implements FakeKube {
       execs: this.execs,
       portForwards: this.portForwards,
       targets: this.targets,
+      files: this.files,
       track: (socket) => this.track(socket),
     };
   }
 
+  /**
+   * The `impersonation` option: the proxy's credentials, then the impersonated identity from the raw
+   * headers (each Impersonate-Group header is one group; names in any casing).
+   */
+  private impersonated(req: IncomingMessage, record: RecordedRequest): Identified {
+    const options = this.opts.impersonation!;
+    const refuse = (code: 400 | 401 | 403, why: string, message: string): Identified => {
+      record.authError = why;
+      const reason = code === 400 ? 'BadRequest' : code === 401 ? 'Unauthorized' : 'Forbidden';
+      return { status: failure(code, reason, message) };
+    };
+    const raw = req.rawHeaders;
+    const values = (match: (name: string) => boolean): Array<[string, string]> => {
+      const out: Array<[string, string]> = [];
+      for (let i = 0; i + 1 < raw.length; i += 2) if (match(raw[i].toLowerCase())) out.push([raw[i].toLowerCase(), raw[i + 1]]);
+      return out;
+    };
+    const auth = values((n) => n === 'authorization');
+    if (options.proxyToken !== undefined && (auth.length !== 1 || auth[0][1] !== `Bearer ${options.proxyToken}`)) {
+      return refuse(401, auth.length > 1 ? 'REPEATED_AUTHORIZATION' : 'NOT_THE_PROXY', 'Unauthorized');
+    }
+    if (options.proxyToken === undefined && auth.length > 0) return refuse(401, 'UNEXPECTED_AUTHORIZATION', 'Unauthorized');
+    const remote = values((n) => n.startsWith('x-remote-'));
+    if (remote.length > 0) return refuse(400, 'CLIENT_IDENTITY_HEADER', `the fake API server refuses client identity headers: ${remote.map(([n]) => n).join(', ')}`);
+    const users = values((n) => n === 'impersonate-user');
+    const certName = this.opts.requireClientCert === true ? (req.socket as TLSSocket).getPeerCertificate().subject?.CN : undefined;
+    const impersonator = options.proxyUser ?? (typeof certName === 'string' ? certName : 'system:serviceaccount:causeway:causeway-kube-proxy');
+    if (users.length === 0) return refuse(403, 'IMPERSONATION_REQUIRED', `the fake API server requires impersonation: ${impersonator} may only act as Impersonate-User`);
+    if (users.length > 1) return refuse(403, 'REPEATED_IMPERSONATE_USER', 'the fake API server refuses a repeated Impersonate-User');
+    const groups = values((n) => n === 'impersonate-group').map(([, v]) => v);
+    if (!groups.includes('system:authenticated')) groups.push('system:authenticated');
+    const extra: Record<string, string[]> = {};
+    for (const [name, value] of values((n) => n.startsWith('impersonate-extra-'))) {
+      let key: string;
+      try {
+        key = decodeURIComponent(name.slice('impersonate-extra-'.length)).toLowerCase();
+      } catch {
+        return refuse(400, 'BAD_EXTRA_KEY', `the fake API server cannot decode the header ${name}`);
+      }
+      (extra[key] ??= []).push(value);
+    }
+    return { user: { user: users[0][1], groups, extra, impersonator } };
+  }
+
+  /**
+   * Who sent the request (recorded on it), then the `authorize` hook; a Status when refused.
+   * Synchronous unless a token must be verified, so a request is served in the tick it is recorded
+   * (a test that saw a watch recorded can change pods right away).
+   */
+  private identify(req: IncomingMessage, record: RecordedRequest, url: URL): Identified | Promise<Identified> {
+    if (this.opts.authenticate === undefined && this.opts.impersonation !== undefined) {
+      const outcome = this.impersonated(req, record);
+      if ('status' in outcome) return outcome;
+      record.user = outcome.user;
+      return this.authorized(outcome.user, record, url);
+    }
+    if (this.verifier !== undefined) return this.verifyBearer(req, record, this.verifier).then((user) => this.authorized(user, record, url));
+    return this.authorized(this.recordUser(req, record), record, url);
+  }
+
+  private authorized(user: FakeKubeUser | undefined, record: RecordedRequest, url: URL): Identified {
+    if (user === undefined) return { status: failure(401, 'Unauthorized', 'Unauthorized') };
+    const denied = this.opts.authorize?.(user, { method: record.method, path: url.pathname, query: url.searchParams, upgrade: record.upgrade });
+    if (denied !== undefined) {
+      record.authError = 'FORBIDDEN';
+      return { status: failure(403, 'Forbidden', denied) };
+    }
+    return { user };
+  }
+
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const { record, url } = this.record(req, false);
-    if (this.verifier !== undefined) {
-      void this.verifyBearer(req, record, this.verifier).then((user) => {
-        if (user === undefined) sendStatus(res, failure(401, 'Unauthorized', 'Unauthorized'));
-        else this.serve(req, res, url);
-      });
-      return;
-    }
-    if (this.recordUser(req, record) === undefined) {
-      sendStatus(res, failure(401, 'Unauthorized', 'Unauthorized'));
-      return;
-    }
-    this.serve(req, res, url);
+    const answer = (outcome: Identified): void => {
+      if ('status' in outcome) sendStatus(res, outcome.status);
+      else this.serve(req, res, url);
+    };
+    const outcome = this.identify(req, record, url);
+    if (outcome instanceof Promise) void outcome.then(answer);
+    else answer(outcome);
   }
 
   private serve(req: IncomingMessage, res: ServerResponse, url: URL): void {
@@ -357,24 +442,26 @@ export class FakeKubeServer implements FakeKube {
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const { record, url } = this.record(req, true);
     socket.on('error', (err) => this.logger.debug({ err }, 'fake-kube: upgraded socket error'));
-    if (this.verifier !== undefined) {
-      // Hold the bytes that follow the upgrade until the token is checked.
-      socket.pause();
-      void this.verifyBearer(req, record, this.verifier).then((user) => {
-        this.upgradeAs(user, req, socket, head, url);
-        // The handler has attached its listeners (an explicit pause outlasts adding them).
-        socket.resume();
-      });
+    const outcome = this.identify(req, record, url);
+    if (!(outcome instanceof Promise)) {
+      this.upgradeAs(outcome, req, socket, head, url);
       return;
     }
-    this.upgradeAs(this.recordUser(req, record), req, socket, head, url);
+    // Hold the bytes that follow the upgrade until the token is checked.
+    socket.pause();
+    void outcome.then((o) => {
+      this.upgradeAs(o, req, socket, head, url);
+      // The handler has attached its listeners (an explicit pause outlasts adding them).
+      socket.resume();
+    });
   }
 
-  private upgradeAs(user: FakeKubeUser | undefined, req: IncomingMessage, socket: Duplex, head: Buffer, url: URL): void {
-    if (user === undefined) {
-      refuseUpgrade(socket, failure(401, 'Unauthorized', 'Unauthorized'));
+  private upgradeAs(outcome: Identified, req: IncomingMessage, socket: Duplex, head: Buffer, url: URL): void {
+    if ('status' in outcome) {
+      refuseUpgrade(socket, outcome.status);
       return;
     }
+    const user = outcome.user;
     const m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/(exec|attach|portforward)\/?$/.exec(url.pathname);
     if (m === null) {
       refuseUpgrade(socket, failure(400, 'BadRequest', `the fake API server does not upgrade ${url.pathname}`));
@@ -388,9 +475,8 @@ export class FakeKubeServer implements FakeKube {
     }
     const target = { req, socket, head, query: url.searchParams, namespace: ns, pod: name, user };
     try {
-      if (m[3] === 'exec') handleExecUpgrade(this.upgradeContext(), target);
-      else if (m[3] === 'portforward') handlePortForwardUpgrade(this.upgradeContext(), target);
-      else refuseUpgrade(socket, failure(400, 'BadRequest', 'attach is not supported by the fake API server'));
+      if (m[3] === 'portforward') handlePortForwardUpgrade(this.upgradeContext(), target);
+      else handleExecUpgrade(this.upgradeContext(), target, m[3] === 'attach' ? 'attach' : 'exec');
     } catch (err) {
       this.logger.error({ err, path: url.pathname }, 'fake-kube: upgrade handler failed');
       socket.destroy();

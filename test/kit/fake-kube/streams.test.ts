@@ -1,7 +1,7 @@
 /**
  * exec and port-forward against the fake without kubectl: exec through the `ws` package (an
- * independent WebSocket implementation), port-forward through this kit's own SPDY client, over
- * both the WebSocket tunnel and a plain SPDY upgrade.
+ * independent WebSocket implementation) and this kit's SPDY client, port-forward through the SPDY
+ * client over both the WebSocket tunnel and a plain SPDY upgrade.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -212,7 +212,8 @@ void describe('exec over WebSocket', () => {
       ['an unknown subprotocol', 'GET', path('command=ls&stdout=true'), wsHandshakeHeaders('v9.channel.k8s.io'), 400, /supported: v5/],
       ['a missing pod', 'GET', path('command=ls&stdout=true', 'ghost'), wsHandshakeHeaders('v5.channel.k8s.io'), 404, /pods \\"ghost\\" not found/],
       ['an unknown container', 'GET', path('command=ls&stdout=true&container=sidecar'), wsHandshakeHeaders('v5.channel.k8s.io'), 400, /container sidecar is not valid/],
-      ['SPDY exec', 'POST', path('command=ls&stdout=true'), { Connection: 'Upgrade', Upgrade: 'SPDY/3.1', 'X-Stream-Protocol-Version': 'v5.channel.k8s.io' }, 400, /SPDY\/3\.1 is not supported/],
+      ['SPDY exec with only old protocols', 'POST', path('command=ls&stdout=true'), { Connection: 'Upgrade', Upgrade: 'SPDY/3.1', 'X-Stream-Protocol-Version': 'v2.channel.k8s.io, channel.k8s.io' }, 403, /unable to negotiate protocol: client supports \[v2\.channel\.k8s\.io channel\.k8s\.io\]/],
+      ['an exec upgrade to something else', 'GET', path('command=ls&stdout=true'), { Connection: 'Upgrade', Upgrade: 'h2c' }, 400, /needs Upgrade: websocket .* or Upgrade: SPDY\/3\.1/],
     ];
     for (const [name, method, p, headers, status, message] of cases) {
       const reply = await rawRequest(kube, method, p, headers);
@@ -234,6 +235,85 @@ void describe('exec over WebSocket', () => {
     await kube.close();
     await closed;
     assert.equal(kube.execs[0].command.join(' '), 'sleep 3600');
+  });
+});
+
+interface SpdyExecOutcome {
+  stdout: string;
+  stderr: string;
+  status: { status: string; reason?: string; details?: { causes: Array<{ reason?: string; message: string }> } };
+  protocol: string | undefined;
+}
+
+/** Runs an exec (or attach) over a plain SPDY/3.1 upgrade the way client-go does: error, stdin, stdout, stderr, resize streams. */
+async function spdyExec(kube: FakeKube, query: string, opts: { stdin?: Buffer; tty?: boolean; subresource?: string; pod?: string } = {}): Promise<SpdyExecOutcome> {
+  const path = `/api/v1/namespaces/default/pods/${opts.pod ?? 'web-0'}/${opts.subresource ?? 'exec'}?${query}`;
+  const reply = await rawRequest(kube, 'POST', path, { Connection: 'Upgrade', Upgrade: 'SPDY/3.1', 'X-Stream-Protocol-Version': 'v5.channel.k8s.io, v4.channel.k8s.io', 'Content-Length': '0' });
+  assert.equal(reply.status, 101, await reply.body);
+  const session = new SpdySession(reply.socket, { isServer: false, enforceSendWindow: false });
+  const open = (type: string): SpdyStream => session.openStream({ streamtype: [type] });
+  const error = open('error');
+  error.end();
+  const stdin = opts.stdin === undefined ? undefined : open('stdin');
+  const stdout = open('stdout');
+  stdout.end();
+  const stderr = opts.tty === true ? undefined : open('stderr');
+  stderr?.end();
+  const resize = opts.tty === true ? open('resize') : undefined;
+  const closed = once(session, 'close');
+  const results = Promise.all([readAll(stdout), stderr === undefined ? Buffer.alloc(0) : readAll(stderr), readAll(error)]);
+  await Promise.all([error, stdin, stdout, stderr, resize].filter((x) => x !== undefined).map((x) => once(x, 'reply')));
+  resize?.write('{"Width":100,"Height":40}');
+  stdin?.end(opts.stdin);
+  const [out, err, status] = await results;
+  await closed;
+  return { stdout: out.toString(), stderr: err.toString(), status: JSON.parse(status.toString()) as SpdyExecOutcome['status'], protocol: reply.headers['x-stream-protocol-version'] };
+}
+
+void describe('exec over SPDY/3.1', () => {
+  void test('echo answers on the stdout stream, then Success on the error stream, then GOAWAY', async (t) => {
+    const kube = await startFakeKube();
+    t.after(() => kube.close());
+    const out = await spdyExec(kube, 'command=echo&command=hi&stdout=true&stderr=true');
+    assert.deepEqual([out.stdout, out.stderr, out.status.status, out.protocol], ['hi\n', '', 'Success', 'v5.channel.k8s.io']);
+    assert.deepEqual(kube.execs.map((e) => [e.subresource, e.command, e.transport, e.protocol, e.exitCode]), [['exec', ['echo', 'hi'], 'spdy', 'v5.channel.k8s.io', 0]]);
+  });
+
+  void test('stdin reaches cat, stderr and exit codes come back, a terminal gets a resize stream', async (t) => {
+    const kube = await startFakeKube();
+    t.after(() => kube.close());
+    const payload = randomBytes(200_000);
+    const cat = await spdyExec(kube, 'command=cat&stdin=true&stdout=true&stderr=true', { stdin: payload });
+    assert.equal(cat.stdout, payload.toString());
+    const failing = await spdyExec(kube, 'command=sh&command=-c&command=cat+%2Fnope%3B+exit+5&stdout=true&stderr=true');
+    assert.equal(failing.stderr, 'cat: /nope: No such file or directory\n');
+    assert.deepEqual(failing.status.details?.causes, [{ reason: 'ExitCode', message: '5' }]);
+    const tty = await spdyExec(kube, 'command=echo&command=a&stdout=true&tty=true', { tty: true });
+    assert.equal(tty.stdout, 'a\r\n');
+    assert.deepEqual(kube.execs.map((e) => e.exitCode), [0, 5, 0]);
+  });
+
+  void test('attach connects to the main process, which echoes stdin', async (t) => {
+    const kube = await startFakeKube();
+    t.after(() => kube.close());
+    const out = await spdyExec(kube, 'stdin=true&stdout=true&stderr=true', { subresource: 'attach', stdin: Buffer.from('ping\n') });
+    assert.equal(out.stdout, 'ping\n');
+    assert.equal(out.status.status, 'Success');
+    assert.deepEqual(kube.execs.map((e) => [e.subresource, e.command, e.transport]), [['attach', [], 'spdy']]);
+  });
+
+  void test('a stream of an unexpected type is reset and the command does not start', async (t) => {
+    const kube = await startFakeKube();
+    t.after(() => kube.close());
+    const reply = await rawRequest(kube, 'POST', '/api/v1/namespaces/default/pods/web-0/exec?command=echo&stdout=true', { Connection: 'Upgrade', Upgrade: 'SPDY/3.1', 'X-Stream-Protocol-Version': 'v4.channel.k8s.io' });
+    assert.equal(reply.status, 101);
+    const session = new SpdySession(reply.socket, { isServer: false, enforceSendWindow: false });
+    t.after(() => session.destroy());
+    const stray = session.openStream({ streamtype: ['stdin'] });
+    stray.on('error', () => {});
+    const [status] = (await once(stray, 'reset')) as [number];
+    assert.ok(status > 0);
+    assert.equal(kube.execs[0].exitCode, undefined, 'still waiting for its streams');
   });
 });
 

@@ -6,6 +6,25 @@ import type { FakePodInput, PodObject, PodPatch } from './pods.ts';
 export interface FakeKubeUser {
   user: string;
   groups: string[];
+  /** Impersonate-Extra-* values by (decoded, lower-case) key, with the `impersonation` option. */
+  extra?: Record<string, string[]>;
+  /** Who impersonated this user (the kube proxy), with the `impersonation` option. */
+  impersonator?: string;
+}
+
+/** What the `authorize` hook sees of a request. */
+export interface FakeKubeAuthzRequest {
+  method: string;
+  path: string;
+  query: URLSearchParams;
+  upgrade: boolean;
+}
+
+export interface FakeKubeImpersonationOptions {
+  /** The bearer token the proxy must present (its service account token). */
+  proxyToken?: string;
+  /** The name the proxy is known by (recorded as `impersonator`); default `system:serviceaccount:causeway:causeway-kube-proxy`. */
+  proxyUser?: string;
 }
 
 export interface FakeKubeOptions {
@@ -33,7 +52,22 @@ export interface FakeKubeOptions {
    * groups the `groups` claim. Takes precedence over bearerToken; `authenticate` over this.
    */
   oidc?: FakeKubeOidcOptions;
-  /** Decides who a request is (undefined: 401). Takes precedence over oidc and bearerToken. */
+  /**
+   * kube-apiserver behind a kube proxy: only the proxy is trusted (its `proxyToken` as bearer, and
+   * its TLS client certificate when requireClientCert is set) and every request MUST impersonate:
+   * exactly one Impersonate-User, groups from each Impersonate-Group header (system:authenticated
+   * added), extras from Impersonate-Extra-<url-encoded key>. Not the proxy: 401; the proxy without
+   * Impersonate-User, or with a repeated one: 403. Client identity headers the proxy should have
+   * stripped (X-Remote-*) are refused with 400, so a leak fails loudly. Takes precedence over oidc
+   * and bearerToken; `authenticate` over this.
+   */
+  impersonation?: FakeKubeImpersonationOptions;
+  /**
+   * A stand-in for RBAC, asked after authentication: a message refuses the request with 403
+   * Forbidden (kubectl prints `Error from server (Forbidden): MESSAGE`); undefined allows it.
+   */
+  authorize?: (user: FakeKubeUser, request: FakeKubeAuthzRequest) => string | undefined;
+  /** Decides who a request is (undefined: 401). Takes precedence over impersonation, oidc and bearerToken. */
   authenticate?: (req: IncomingMessage) => FakeKubeUser | undefined;
   /** Ask for and require a TLS client certificate signed by clientCaPem (default: the serving CA). */
   requireClientCert?: boolean;
@@ -76,11 +110,13 @@ export interface RecordedRequest {
   upgrade: boolean;
   /** Who the authentication hook said this is; undefined when refused. */
   user: FakeKubeUser | undefined;
-  /** Why a bearer token was refused (the verifier's error code), with the `oidc` option. */
+  /** Why the request was refused: the verifier's error code (`oidc`), or IMPERSONATION_REQUIRED etc. (`impersonation`), or FORBIDDEN (`authorize`). */
   authError?: string;
 }
 
 export interface RecordedExec {
+  /** exec runs `command`; attach connects to the container's main process (command is empty). */
+  subresource: 'exec' | 'attach';
   namespace: string;
   pod: string;
   container: string;
@@ -132,6 +168,10 @@ export interface FakeKube {
   getPod(namespace: string, name: string): PodObject | undefined;
   /** Appends a line to a container's log (default: the pod's first container) and pushes it to followers. */
   appendLog(namespace: string, pod: string, line: string, container?: string): void;
+  /** Writes a file (and its parent directories) in the pod's filesystem, which exec's cat/ls/test/tar and `kubectl cp` use. */
+  writeFile(namespace: string, pod: string, path: string, content: Buffer | string, mode?: number): void;
+  /** A regular file's content in the pod's filesystem; undefined when missing (or a directory). */
+  readFile(namespace: string, pod: string, path: string): Buffer | undefined;
   /** Port-forwards to the pod's podPort go to 127.0.0.1:localPort instead of the built-in echo. */
   setPortForwardTarget(namespace: string, pod: string, podPort: number, localPort: number): void;
   /** Ends every stream and connection; resolves once every socket is destroyed. */

@@ -70,6 +70,8 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
   private parseError: SpdyError | undefined;
   private readonly outQueue: SpdyMessage[] = [];
   private outBusy = false;
+  private endWhenFlushed = false;
+  private closeAfterPump = false;
   private nextStreamId: number;
   private lastPeerStreamId = 0;
   private nextPingId: number;
@@ -91,7 +93,11 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
       void this.pumpIn();
     });
     transport.on('error', () => transport.destroy());
-    transport.on('close', () => this.onClose());
+    // Frames still waiting for header decompression are handled before the session closes.
+    transport.on('close', () => {
+      if (this.inBusy || this.inQueue.length > 0) this.closeAfterPump = true;
+      else this.onClose();
+    });
   }
 
   /** Opens a stream (SYN_STREAM). */
@@ -131,10 +137,11 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
     this.writeFrame({ type: 'GOAWAY', lastGoodStreamId: this.lastPeerStreamId, status });
   }
 
-  /** GOAWAY, then ends the transport. */
+  /** GOAWAY, then ends the transport once every frame queued before it has been written. */
   close(): void {
     this.goAway();
-    this.transport.end();
+    if (this.outBusy) this.endWhenFlushed = true;
+    else this.transport.end();
   }
 
   destroy(): void {
@@ -177,6 +184,7 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
     }
     this.outQueue.length = 0;
     this.outBusy = false;
+    if (this.endWhenFlushed) this.transport.end();
   }
 
   /** @internal Credits consumed bytes to the session window. */
@@ -230,6 +238,10 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
       if (!this.closed) this.onFrame({ ...rest, headers });
     }
     this.inBusy = false;
+    if (this.closeAfterPump) {
+      this.onClose();
+      return;
+    }
     if (this.parseError !== undefined && this.inQueue.length === 0 && !this.closed) {
       const error = this.parseError;
       this.parseError = undefined;
