@@ -143,6 +143,18 @@ void describe('the Command Center: an admin sets up access through the forms', (
     admin = await newPageContext();
   });
 
+  void test('alice and bob log in with the CLI and report a healthy laptop', async () => {
+    aliceHome = await newHome(system, 'alice');
+    await system.login(aliceHome);
+    assert.equal((await system.report(aliceHome, GOOD)).status, 200);
+    aliceProxy = await system.proxyFor(aliceHome);
+    bobHome = await newHome(system, 'bob');
+    const bob = await system.cli(['login', system.publicUrl, '--ca-file', system.caFile, '--user', 'bob', '--password-stdin'], { env: { CAUSEWAY_HOME: bobHome }, stdin: `${PASSWORD}\n` });
+    assert.equal(bob.code, 0, `causeway login as bob:\n${bob.stdout}\n${bob.stderr}`);
+    assert.equal((await system.report(bobHome, GOOD)).status, 200);
+    bobProxy = await system.proxyFor(bobHome);
+  });
+
   void test('ann logs in through the console login page and comes back to the page she asked for', async () => {
     await withPage(admin, 'console admin login', async (page) => {
       const script = watchForScript(page);
@@ -171,15 +183,18 @@ void describe('the Command Center: an admin sets up access through the forms', (
       await page.fill('#role-name', 'eng');
       await page.fill('#role-description', `Engineers ${XSS}`);
       await page.fill('#role-groups', 'eng');
-      await page.fill('#role-emails', 'not an email');
       await page.getByLabel('Known (registered) device only').check();
-      // The live preview asks the server who matches now: alice (group eng) and her devices.
+      // The live preview asks the server who matches now: alice (group eng) and her device.
       await page.locator('[data-testid="preview-users"]', { hasText: 'alice' }).waitFor({ timeout: 15_000 });
+      assert.doesNotMatch(await page.locator('[data-testid="preview-users"]').innerText(), /bob|ann|vic/);
+      await page.locator('[data-testid="preview-devices"]', { hasText: 'alice' }).waitFor({ timeout: 15_000 });
+      await shot(page, '03-role-form');
+      await page.fill('#role-emails', 'not an email');
       await page.getByRole('button', { name: 'Create role' }).click();
       const problem = page.locator('[data-path="spec.users.emails"] .field-error');
       await problem.waitFor();
       assert.match(await problem.innerText(), /email/);
-      await shot(page, '03-role-form');
+      await shot(page, '03-role-form-problem');
       await page.fill('#role-emails', '');
       await page.getByRole('button', { name: 'Create role' }).click();
       await page.waitForURL(`${origin}/roles`);
@@ -266,18 +281,6 @@ void describe('the Command Center: an admin sets up access through the forms', (
     assert.equal(stored.spec.connector, 'dc1');
     assert.deepEqual(stored.spec.policy, { name: 'k8s', mode: 'enforcing' });
     assert.deepEqual(stored.spec.backend, { dnsOverride: `127.0.0.1:${system.kube.port}` });
-  });
-
-  void test('alice and bob log in with the CLI and report a healthy laptop', async () => {
-    aliceHome = await newHome(system, 'alice');
-    await system.login(aliceHome);
-    assert.equal((await system.report(aliceHome, GOOD)).status, 200);
-    aliceProxy = await system.proxyFor(aliceHome);
-    bobHome = await newHome(system, 'bob');
-    const bob = await system.cli(['login', system.publicUrl, '--ca-file', system.caFile, '--user', 'bob', '--password-stdin'], { env: { CAUSEWAY_HOME: bobHome }, stdin: `${PASSWORD}\n` });
-    assert.equal(bob.code, 0, `causeway login as bob:\n${bob.stdout}\n${bob.stderr}`);
-    assert.equal((await system.report(bobHome, GOOD)).status, 200);
-    bobProxy = await system.proxyFor(bobHome);
   });
 
   for (const bin of binaries) {

@@ -1,6 +1,6 @@
 /** Directory › Roles: who (groups, emails) on what kind of device; the form previews who matches now. */
 import { useEffect, useState } from 'react';
-import { api, errorMessage } from '../api.ts';
+import { api, ApiError, errorMessage } from '../api.ts';
 import { deleteObject, listObjects } from '../objects.ts';
 import { EditGuard, FormFooter, FormSection, useExisting, useSaver } from '../form.tsx';
 import { Link } from '../router.tsx';
@@ -79,8 +79,8 @@ export function RolesPage() {
   );
 }
 
-interface PreviewUser { id: string; name: string; email: string | null; groups: string[] }
-interface PreviewDevice { id: string; user: string; platform: string; ownership: string; serial: string | null; trustLevel: string | null; hostname?: string | null }
+interface PreviewUser { id: string; name: string; email: string | null; groups: string[]; disabled?: boolean }
+interface PreviewDevice { id: string; user: string | null; platform: string; ownership: string; serial: string | null; trustLevel: string | null; hostname?: string | null; banned?: boolean }
 interface Preview { users: PreviewUser[]; devices: PreviewDevice[]; totalUsers?: number; totalDevices?: number }
 
 function totalOf(answer: Record<string, unknown>, list: 'users' | 'devices', shown: number): number {
@@ -104,7 +104,11 @@ function RolePreview({ spec }: { spec: RoleSpec }) {
           const devices = Array.isArray(answer.devices) ? (answer.devices as PreviewDevice[]) : [];
           setState({ loading: false, preview: { users, devices, totalUsers: totalOf(answer, 'users', users.length), totalDevices: totalOf(answer, 'devices', devices.length) } });
         },
-        (err: unknown) => { if (!controller.signal.aborted) setState({ loading: false, error: errorMessage(err) }); },
+        (err: unknown) => {
+          if (controller.signal.aborted) return;
+          const problems = err instanceof ApiError ? err.problems.map((p) => `${p.path.replace(/^spec\./, '')}: ${p.message}`) : [];
+          setState({ loading: false, error: problems.length > 0 ? problems.join('; ') : errorMessage(err) });
+        },
       );
     }, 350);
     return () => { controller.abort(); clearTimeout(timer); };
@@ -113,20 +117,20 @@ function RolePreview({ spec }: { spec: RoleSpec }) {
   const preview = state.preview;
   return (
     <Card title="Who matches now" actions={state.loading ? <span className="muted small">updating…</span> : undefined} className="preview-card">
-      {state.error !== undefined ? <Notice tone="warning">No preview: {state.error}</Notice> : null}
+      {state.error !== undefined ? <Notice tone="warning">No preview until the role is valid: {state.error}</Notice> : null}
       {preview === undefined ? (state.error === undefined ? <div className="loading">Loading…</div> : null) : (
         <div className="preview" aria-label="Role preview">
           <h3>Users <span className="count">{preview.totalUsers}</span></h3>
           {preview.users.length === 0 ? <p className="muted small">No user matches.</p> : (
             <ul className="preview-list" data-testid="preview-users">
-              {preview.users.map((u) => <li key={u.id}><strong>{u.name}</strong> <span className="muted small">{u.groups.join(', ')}</span></li>)}
+              {preview.users.map((u) => <li key={u.id}><strong>{u.name}</strong> <span className="muted small">{u.groups.join(', ')}</span>{u.disabled === true ? <> <Badge tone="red">disabled</Badge></> : null}</li>)}
             </ul>
           )}
           <h3>Devices <span className="count">{preview.totalDevices}</span></h3>
           {preview.devices.length === 0 ? <p className="muted small">No device matches.</p> : (
             <ul className="preview-list" data-testid="preview-devices">
               {preview.devices.map((d) => (
-                <li key={d.id}><strong>{d.hostname ?? d.serial ?? d.id.slice(0, 8)}</strong> <span className="muted small">{d.user} · {d.platform} · {d.ownership}</span> <Badge tone={trustTone(d.trustLevel ?? undefined)}>{d.trustLevel ?? 'not scored'}</Badge></li>
+                <li key={d.id}><strong>{d.hostname ?? d.serial ?? d.id.slice(0, 8)}</strong> <span className="muted small">{d.user ?? '?'} · {d.platform} · {d.ownership}</span> {d.banned === true ? <Badge tone="red">banned</Badge> : <Badge tone={trustTone(d.trustLevel ?? undefined)}>{d.trustLevel ?? 'not scored'}</Badge>}</li>
               ))}
             </ul>
           )}
