@@ -548,6 +548,34 @@ void describe('access tier: decisions, config changes and hostile callbacks', { 
     destroyResult(c);
   });
 
+  void test('an admin\'s SessionKill cuts exactly that session with closeReason disconnected-by-admin; an unknown id changes nothing; opens and closes are announced', async (tt) => {
+    const local = await startTier();
+    tt.after(() => local.close());
+    let changes = 0;
+    const stop = local.at.onSessionsChanged(() => changes++);
+    tt.after(stop);
+    const a = await local.chain({ connect: 'kube.example.com:443' });
+    const b = await local.chain({ connect: 'kube.example.com:443' });
+    assert.ok(a.kind === 'established' && b.kind === 'established');
+    const live = await eventually(() => (local.at.liveConnections().length === 2 ? local.at.liveConnections() : undefined), 2000, 'two live connections');
+    assert.equal(changes, 2);
+    a.socket.write('ping');
+    await eventually(() => (live.some((c) => c.bytes().up >= 4) ? true : undefined), 2000, 'bytes counted while live');
+    const victim = live[0];
+    const victimSocket = [a, b].find((r) => r.kind === 'established' && (r.socket.localPort === Number(victim.source.split(':').at(-1))));
+    assert.ok(victimSocket !== undefined && victimSocket.kind === 'established');
+    const closed = hungUp(victimSocket.socket);
+    const base = snapshotFromObjects(local.objects);
+    local.config.update({ ...base, version: 'kill-1', sessionKills: ['0193a1b2-0000-7000-8000-000000000000', victim.id] });
+    await closed;
+    const event = await local.events.waitFor((e) => e.id === victim.id);
+    assert.equal(event.closeReason, 'disconnected-by-admin');
+    assert.equal(event.decision, 'allow');
+    assert.deepEqual(local.at.liveConnections().map((c) => c.id), [live[1].id], 'the other session stays');
+    assert.equal(changes, 3, 'the close was announced');
+    for (const r of [a, b]) destroyResult(r);
+  });
+
   void test('the dialled address comes only from configuration: a changed dnsOverride applies to new connections', async (tt) => {
     const dialled: string[] = [];
     const dialer: BackendDialer = (target) => {
