@@ -85,6 +85,10 @@ void test('parseCatalog refuses malformed answers with CATALOG_INVALID naming th
     [{ services: [raw({ kubernetes: null })] }, /a kubernetes service without its kubernetes settings/],
     [{ services: [raw({ accessTiers: [{ name: 'a' }] })] }, /accessTiers\[0\]\.address is not a string/],
     [{ services: [raw({ name: '' })] }, /services\[0\]\.name is not a string/],
+    [{ services: [raw({ domain: 'evil.example.com/x' })] }, /domain is not a DNS name/],
+    [{ services: [raw({ domain: 'user@evil.example.com' })] }, /domain is not a DNS name/],
+    [{ services: [raw({ domain: 'evil.example.com:444' })] }, /domain is not a DNS name/],
+    [{ services: [raw({ kubernetes: { clusterName: '--help', caPublicKey: 'x' } })] }, /clusterName is not a kubeconfig cluster name/],
   ] as const) {
     assert.throws(() => parseCatalog(body), (err: unknown) => errorCode(err) === 'CATALOG_INVALID' && pattern.test((err as Error).message), JSON.stringify(body));
   }

@@ -10,6 +10,7 @@
  * narrows the names the TCP listener accepts in an HTTP Host header (LP-02).
  */
 import { CausewayError, UserError } from '../lib/errors.ts';
+import { canonicalHostname } from '../lib/net/target.ts';
 import { connectionError, notLoggedIn } from '../lib/session/index.ts';
 import type { FetchLike, Session } from '../lib/session/index.ts';
 import type { ServiceSpec } from '../lib/spec/index.ts';
@@ -63,6 +64,7 @@ export interface CatalogContext {
 }
 
 const MAX_TEXT = 600;
+const CLUSTER_NAME = /^[A-Za-z0-9][A-Za-z0-9._@:-]{0,252}$/;
 
 /** The catalog for this user and device, in the server's order (by name). */
 export async function fetchCatalog(ctx: CatalogContext): Promise<CatalogEntry[]> {
@@ -163,8 +165,11 @@ function parseEntry(raw: unknown, index: number): CatalogEntry {
   if (raw.kubernetes !== null && raw.kubernetes !== undefined) {
     if (!isRecord(raw.kubernetes)) throw badAnswer(`${at}: kubernetes is not an object`);
     const k = raw.kubernetes;
+    const clusterName = str(k.clusterName, `${at}: kubernetes.clusterName`);
+    // The spec's rule, checked again: the name becomes kubeconfig entry names and an argument of the exec plugin.
+    if (!CLUSTER_NAME.test(clusterName)) throw badAnswer(`${at}: kubernetes.clusterName is not a kubeconfig cluster name`);
     kubernetes = {
-      clusterName: str(k.clusterName, `${at}: kubernetes.clusterName`),
+      clusterName,
       caPublicKey: str(k.caPublicKey, `${at}: kubernetes.caPublicKey`, 64 * 1024),
       authentication: k.authentication === 'cluster' ? 'cluster' : 'oidc',
     };
@@ -173,7 +178,7 @@ function parseEntry(raw: unknown, index: number): CatalogEntry {
   const entry: CatalogEntry = {
     name,
     type,
-    domain: str(raw.domain, `${at}: domain`),
+    domain: domainOf(raw.domain, `${at}: domain`),
     port: portOf(raw.port, `${at}: port`),
     autorun: raw.autorun === true,
     client: { listenPort: portOf(client.listenPort, `${at}: client.listenPort`), allowUserOverride: client.allowUserOverride === true },
@@ -219,6 +224,13 @@ function badAnswer(what: string): CausewayError {
 function str(value: unknown, where: string, max = 1024): string {
   if (typeof value !== 'string' || value === '' || value.length > max) throw badAnswer(`${where} is not a string`);
   return value;
+}
+
+/** A DNS name, as the spec requires: it becomes the kubeconfig's server URL, so no `/`, `@` or port may ride along. */
+function domainOf(value: unknown, where: string): string {
+  const domain = str(value, where, 253);
+  if (canonicalHostname(domain) === undefined || !/^[A-Za-z0-9.-]+$/.test(domain)) throw badAnswer(`${where} is not a DNS name`);
+  return domain;
 }
 
 function portOf(value: unknown, where: string): number {
