@@ -76,14 +76,20 @@ async function logInThroughConsole(page: Page, user: string, path: string): Prom
 /** Fails the test when a page opens a dialog or a payload's script ran. */
 function watchForScript(page: Page): { dialogs: string[]; check: () => Promise<void> } {
   const dialogs: string[] = [];
+  const refused: string[] = [];
   page.on('dialog', (dialog) => {
     dialogs.push(dialog.message());
     void dialog.dismiss();
+  });
+  // The app must live within the console's CSP (no inline script or style): a refusal shows here.
+  page.on('console', (message) => {
+    if (message.type() === 'error' && /Content Security Policy/i.test(message.text())) refused.push(message.text());
   });
   return {
     dialogs,
     async check() {
       assert.deepEqual(dialogs, [], 'a dialog opened: script from the data ran');
+      assert.deepEqual(refused, [], 'the CSP refused something the console tried to load or run');
       assert.equal(await page.evaluate<unknown>('window.__xss'), undefined, 'a payload set window.__xss');
     },
   };
@@ -181,7 +187,7 @@ void describe('the Command Center: an admin sets up access through the forms', (
       await page.getByRole('link', { name: 'Create role' }).click();
       await page.waitForURL(`${origin}/roles/new`);
       await page.fill('#role-name', 'eng');
-      await page.fill('#role-description', `Engineers ${XSS}`);
+      await page.fill('#role-description', 'Engineers on registered laptops');
       await page.fill('#role-groups', 'eng');
       await page.getByLabel('Known (registered) device only').check();
       // The live preview asks the server who matches now: alice (group eng) and her device.
@@ -198,16 +204,13 @@ void describe('the Command Center: an admin sets up access through the forms', (
       await page.fill('#role-emails', '');
       await page.getByRole('button', { name: 'Create role' }).click();
       await page.waitForURL(`${origin}/roles`);
-      const row = page.locator('tr[data-row="eng"]');
-      await row.waitFor();
-      // The description is shown as the text it is.
-      assert.ok((await row.innerText()).includes('<img src=x onerror='), await row.innerText());
+      await page.locator('tr[data-row="eng"]').waitFor();
       await script.check();
     });
     const stored = (await api('GET', '/api/v1/objects/role/eng')) as { metadata: { description: string }; spec: { users: { groups: string[] }; devices: { knownDeviceOnly: boolean } } };
     assert.deepEqual(stored.spec.users.groups, ['eng']);
     assert.equal(stored.spec.devices.knownDeviceOnly, true);
-    assert.equal(stored.metadata.description, `Engineers ${XSS}`);
+    assert.equal(stored.metadata.description, 'Engineers on registered laptops');
   });
 
   void test('ann creates the policy k8s: role eng, at least Medium', async () => {
@@ -235,7 +238,7 @@ void describe('the Command Center: an admin sets up access through the forms', (
       await page.getByRole('link', { name: 'Register service' }).first().click();
       await page.waitForURL(`${origin}/services/new`);
       await page.fill('#service-name', SERVICE);
-      await page.fill('#service-description', `Production cluster ${XSS}`);
+      await page.fill('#service-description', 'Production cluster API');
       await page.fill('#service-link', 'https://wiki.example.com/prod');
       await page.fill('#service-cluster', 'e2e');
       await page.selectOption('#service-access-tier', 'edge-1');
@@ -258,9 +261,7 @@ void describe('the Command Center: an admin sets up access through the forms', (
       await until(async () => (await page.inputValue('#service-ca')).includes('BEGIN CERTIFICATE') && !(await page.inputValue('#service-ca')).includes('not a certificate'), 5_000, 'the uploaded PEM in the form');
       await page.getByRole('button', { name: 'Register service' }).click();
       await page.waitForURL(`${origin}/services`);
-      const row = page.locator(`tr[data-row="${SERVICE}"]`);
-      await row.waitFor();
-      assert.ok((await row.innerText()).includes('<script>window.__xss=2'), 'the description is shown as text');
+      await page.locator(`tr[data-row="${SERVICE}"]`).waitFor();
       await shot(page, '06-services');
       // View YAML shows the spec causeway apply takes, and Copy puts it on the clipboard.
       await page.getByRole('button', { name: `View Service ${SERVICE} as YAML` }).click();
@@ -408,6 +409,13 @@ void describe('a viewer sees everything and changes nothing', () => {
 
 void describe('CP-05 data is shown as text', () => {
   void test('CP-05 a Service description, a Role description and an IdP display name holding HTML and script are shown as text and run nothing', async () => {
+    await api('PUT', '/api/v1/objects/role/xss-probe', { apiVersion: 'causeway/v1', kind: 'Role', metadata: { name: 'xss-probe', description: XSS }, spec: { users: { groups: ['nobody'] } } });
+    await api('PUT', '/api/v1/objects/service/xss-probe', {
+      apiVersion: 'causeway/v1',
+      kind: 'Service',
+      metadata: { name: 'xss-probe', description: XSS },
+      spec: { type: 'tcp', cluster: 'e2e', accessTier: '*', domain: 'probe.causeway.test', backend: { target: '127.0.0.1:9' }, policy: { name: 'k8s', mode: 'permissive' } },
+    });
     const context = await newPageContext();
     await withPage(context, 'console xss', async (page) => {
       const script = watchForScript(page);
@@ -421,12 +429,18 @@ void describe('CP-05 data is shown as text', () => {
       await page.fill('#password', PASSWORD);
       await page.click('button.primary');
       await page.waitForURL(`${origin}/services`);
-      await page.locator(`tr[data-row="${SERVICE}"]`).waitFor();
-      assert.ok((await page.locator(`tr[data-row="${SERVICE}"]`).innerText()).includes('<img src=x onerror='));
+      await page.locator('tr[data-row="xss-probe"]').waitFor();
+      assert.ok((await page.locator('tr[data-row="xss-probe"]').innerText()).includes(XSS), 'the service description is shown as the text it is');
+      await page.getByRole('button', { name: 'View Service xss-probe as YAML' }).click();
+      assert.ok((await page.getByRole('dialog').locator('pre').innerText()).includes('<script>window.__xss=2'), 'the YAML view shows the text');
+      await page.keyboard.press('Escape');
       await page.goto(`${origin}/roles`);
-      await page.locator('tr[data-row="eng"]').waitFor();
-      await page.goto(`${origin}/roles/eng`);
-      assert.equal(await page.inputValue('#role-description'), `Engineers ${XSS}`);
+      await page.locator('tr[data-row="xss-probe"]').waitFor();
+      assert.ok((await page.locator('tr[data-row="xss-probe"]').innerText()).includes(XSS), 'the role description is shown as the text it is');
+      await page.goto(`${origin}/roles/xss-probe`);
+      assert.equal(await page.inputValue('#role-description'), XSS);
+      await page.goto(`${origin}/policies`);
+      await page.locator('tr[data-row="k8s"]', { hasText: 'xss-probe' }).waitFor();
       await page.goto(`${origin}/audit`);
       await page.locator('tbody tr').first().waitFor();
       assert.equal(await page.locator('img[src="x"]').count(), 0, 'no payload became an element');

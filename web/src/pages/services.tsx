@@ -63,7 +63,7 @@ export function ServicesPage() {
             { header: 'Policy', cell: (s) => {
               const policy = (s.spec as ServiceSpec).policy;
               return policy === undefined ? <Badge tone="red">none: nobody</Badge> : (
-                <span><Link to={`/policies/${encodeURIComponent(policy.name)}`}>{policy.name}</Link> <Badge tone={policy.mode === 'permissive' ? 'amber' : 'green'}>{policy.mode ?? 'enforcing'}</Badge></span>
+                <span className="nowrap"><Link to={`/policies/${encodeURIComponent(policy.name)}`}>{policy.name}</Link> <Badge tone={policy.mode === 'permissive' ? 'amber' : 'green'}>{policy.mode ?? 'enforcing'}</Badge></span>
               );
             } },
             { header: 'Catalog', cell: (s) => ((s.spec as ServiceSpec).showInCatalog === false ? <span className="muted">hidden</span> : <span>shown{(s.spec as ServiceSpec).autorun === true ? ', autorun' : ''}</span>) },
