@@ -190,6 +190,7 @@ const ROUTES: RouteCase[] = [
   { method: 'POST', route: '/api/v1/join-tokens', url: () => '/api/v1/join-tokens', access: 'write', body: { kind: 'connector', name: 'dc2' } },
   { method: 'GET', route: '/api/v1/events', url: () => '/api/v1/events?service=prod-k8s&limit=10', access: 'read' },
   { method: 'GET', route: '/api/v1/audit', url: () => '/api/v1/audit?kind=Policy', access: 'read' },
+  { method: 'GET', route: '/api/v1/kube-events', url: () => '/api/v1/kube-events?type=kube-session&cluster=prod&limit=10', access: 'read' },
   { method: 'GET', route: '/api/v1/events/export', url: () => '/api/v1/events/export?service=prod-k8s&limit=10', access: 'read' },
   { method: 'GET', route: '/api/v1/audit/export', url: () => '/api/v1/audit/export?kind=Policy', access: 'read' },
   // A read with a body (the Role spec to match): viewers may, nothing is written.

@@ -1,14 +1,15 @@
 /**
- * Access events (every decision the access tiers made) and audit events (every change, with before and
+ * Access events (every decision the access tiers made), kube events (`/kube-events`: every request and
+ * exec/attach/port-forward session through a kube proxy, issue 6) and audit events (every change, with before and
  * after): pages of at most 1000, newest first, and `/export` of each, which streams every page of the
  * same filters as JSON lines (application/x-ndjson, one event a line, newest first) up to `limit`
  * (default and most 100,000) for download.
  */
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { AccessEventQuery, AuditEventQuery, Page, Store } from '../store/index.ts';
+import type { AccessEventQuery, AuditEventQuery, KubeEventQuery, Page, Store } from '../store/index.ts';
 import { badRequest } from './errors.ts';
-import { accessEventSchema, auditEventSchema, cursorQuery, errorResponses, limitQuery, pageSchema, timeQuery } from './schemas.ts';
+import { accessEventSchema, auditEventSchema, cursorQuery, errorResponses, kubeEventSchema, limitQuery, pageSchema, timeQuery } from './schemas.ts';
 
 export interface EventRoutesDeps {
   store: Store;
@@ -25,6 +26,7 @@ const auditFilters = { kind: text, name: text, actor: text, action: text, since:
 type QueryString<Q> = Omit<Q, 'limit' | 'after'> & { limit?: string; cursor?: string };
 type AccessQuery = QueryString<AccessEventQuery>;
 type AuditQuery = QueryString<AuditEventQuery>;
+type KubeQuery = Omit<QueryString<KubeEventQuery>, 'clusterName'> & { cluster?: string };
 
 function paging(query: { limit?: string; cursor?: string }): { limit?: number; after?: string } {
   return { ...(query.limit === undefined ? {} : { limit: Number(query.limit) }), ...(query.cursor === undefined ? {} : { after: query.cursor }) };
@@ -93,6 +95,36 @@ export function eventRoutes(app: FastifyInstance, deps: EventRoutesDeps): void {
     const { service, user, device, decision, reason, since, until } = request.query;
     const filters = defined({ service, user, device, decision, reason, since, until });
     return sendExport(reply, 'causeway-events.jsonl', request.query.limit, (page) => store.queryAccessEvents({ ...filters, ...page }));
+  });
+
+  app.get('/kube-events', {
+    config: { access: 'read' },
+    schema: {
+      summary: 'Kube proxy events (requests and exec/attach/port-forward sessions), newest first',
+      tags: ['events'],
+      querystring: {
+        type: 'object',
+        properties: {
+          type: { type: 'string', enum: ['kube-request', 'kube-session'] },
+          cluster: text,
+          user: text,
+          device: text,
+          namespace: text,
+          verb: { type: 'string', minLength: 1, maxLength: 64 },
+          decision: { type: 'string', enum: ['allow', 'deny'] },
+          since: timeQuery,
+          until: timeQuery,
+          limit: limitQuery,
+          cursor: cursorQuery,
+        },
+        additionalProperties: false,
+      },
+      response: { 200: pageSchema(kubeEventSchema), ...errorResponses(400, 401, 403) },
+    },
+  }, async (request: FastifyRequest<{ Querystring: KubeQuery }>) => {
+    const { type, cluster, user, device, namespace, verb, decision, since, until } = request.query;
+    const page = await store.queryKubeEvents({ ...defined({ type, clusterName: cluster, user, device, namespace, verb, decision, since, until }), ...paging(request.query) });
+    return page.next === undefined ? { events: page.events } : page;
   });
 
   app.get('/audit', {

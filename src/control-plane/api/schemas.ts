@@ -174,6 +174,18 @@ export const accessEventSchema = {
   },
 } as const;
 
+export const kubeEventSchema = {
+  type: 'object',
+  description: 'A kube proxy request or exec/attach/port-forward session (see lib/audit KubeEvent).',
+  additionalProperties: true,
+  properties: {
+    id: { type: 'string' },
+    time: { type: 'string' },
+    type: { type: 'string', enum: ['kube-request', 'kube-session'] },
+    decision: { type: 'string' },
+  },
+} as const;
+
 export function pageSchema(item: object): object {
   return {
     type: 'object',
