@@ -8,7 +8,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { errorCode } from '../lib/errors.ts';
 import { agentRequest, agentStatus, ensureAgent } from './agent-client.ts';
-import { formatStatus, launchdPlist, selfCommand, systemdUnit, table, unitFor } from './agent-command.ts';
+import { Command } from 'commander';
+import { silentLogger } from '../lib/log.ts';
+import { APP_OPEN_FILE, appRedirectHtml, formatStatus, launchdPlist, registerAgentCommands, selfCommand, systemdUnit, table, unitFor } from './agent-command.ts';
+import { startAgent } from './agent.ts';
+import { startAppPage } from './app-page.ts';
+import { DeviceFiles } from './device-files.ts';
 
 const MAIN = fileURLToPath(new URL('../main.ts', import.meta.url));
 
@@ -140,5 +145,57 @@ void describe('ensureAgent starts the real `causeway agent` detached', () => {
       assert.match((err as Error).message, /exit 3[\s\S]*boom: cannot start/);
       return true;
     });
+  });
+});
+
+void describe('causeway app', () => {
+  void test('LP-01 the browser is given a 0600 file that redirects, never the URL with the secret (command lines are public); --no-browser prints the URL', async (t) => {
+    const dir = await tempDir(t);
+    const home = path.join(dir, 'h');
+    const clock = { now: () => Date.now() };
+    const agent = await startAgent({
+      home,
+      logger: silentLogger(),
+      clock,
+      ctx: {
+        files: new DeviceFiles({ home }),
+        session: () => Promise.reject(new Error('offline')),
+        fetchFor: () => () => Promise.reject(new Error('offline')),
+        clock,
+        facts: () => Promise.resolve({ platform: 'linux', osVersion: '1' }),
+        collect: () => Promise.resolve({ factors: {}, problems: [] }),
+      },
+      readSession: () => Promise.resolve(undefined),
+      trust: () => {
+        throw new Error('none');
+      },
+      fetchCatalog: () => Promise.resolve([]),
+      networkInterfaces: () => ({}),
+      intervals: { setInterval: () => 0, clearInterval: () => undefined },
+      startApp: (backend) => startAppPage({ backend, logger: silentLogger() }),
+    });
+    t.after(() => agent.close());
+    const url = agent.appUrl() ?? '';
+    const opened: string[] = [];
+    const out: string[] = [];
+    const run = async (args: string[]): Promise<void> => {
+      const program = new Command('causeway').exitOverride();
+      registerAgentCommands(program, { env: { CAUSEWAY_HOME: home, PATH: '/usr/bin' }, homedir: () => dir, out: (l) => out.push(l), err: () => undefined, openBrowser: (u) => Promise.resolve(void opened.push(u)) });
+      await program.parseAsync(['node', 'causeway', ...args]);
+    };
+    await run(['app']);
+    const file = path.join(home, APP_OPEN_FILE);
+    assert.deepEqual(opened, [`file://${file}`]);
+    assert.ok(!opened[0]?.includes(url.split('#')[1] ?? 'x'));
+    assert.equal((await stat(file)).mode & 0o777, 0o600);
+    assert.match(await readFile(file, 'utf8'), new RegExp(`content="0;url=${url.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}"`));
+    await run(['app', '--no-browser']);
+    assert.deepEqual(out, [url]);
+  });
+
+  void test('the redirect page accepts only a loopback app URL (nothing to inject into the HTML)', () => {
+    assert.throws(() => appRedirectHtml('http://127.0.0.1:1/#a"><script>x</script>'), (err: unknown) => errorCode(err) === 'APP_URL_INVALID');
+    assert.throws(() => appRedirectHtml('https://evil.example/#abc'), (err: unknown) => errorCode(err) === 'APP_URL_INVALID');
+    assert.match(appRedirectHtml('http://127.0.0.1:4242/#abc_-1'), /url=http:\/\/127\.0\.0\.1:4242\/#abc_-1"/);
   });
 });

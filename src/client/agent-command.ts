@@ -16,9 +16,10 @@
  * they are set now.
  */
 import { accessSync, constants as fsConstants, createWriteStream } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { InvalidArgumentError } from 'commander';
 import type { Command } from 'commander';
 import { UserError, errorCode } from '../lib/errors.ts';
@@ -300,8 +301,21 @@ async function runApp(io: AgentCommandIo, browser: boolean): Promise<void> {
     io.out(url);
     return;
   }
-  await io.openBrowser(url);
+  // Not the URL itself: a browser's command line is readable by every local user (/proc/PID/cmdline), and
+  // the URL carries the page's secret. The browser opens a file only this user can read, which redirects.
+  const file = path.join(home, APP_OPEN_FILE);
+  await writeFile(file, appRedirectHtml(url), { mode: 0o600 });
+  await chmod(file, 0o600);
+  await io.openBrowser(pathToFileURL(file).href);
   io.err('Opened the Causeway app page in your browser.');
+}
+
+export const APP_OPEN_FILE = 'app-open.html';
+
+/** A page that sends the browser on to the app URL (the secret stays in the fragment), for `causeway app`. */
+export function appRedirectHtml(url: string): string {
+  if (!/^http:\/\/127\.0\.0\.1:\d{1,5}\/#[A-Za-z0-9_-]+$/.test(url)) throw new UserError('APP_URL_INVALID', `the agent answered an unexpected app URL; restart it (causeway agent)`);
+  return `<!doctype html>\n<html><head><meta charset="utf-8"><meta name="referrer" content="no-referrer"><meta http-equiv="refresh" content="0;url=${url}"><title>Causeway</title></head><body><p>Opening the Causeway app page…</p></body></html>\n`;
 }
 
 // --- service units --------------------------------------------------------------------------------
