@@ -26,6 +26,7 @@ const COMMAND_MODULES: ReadonlyArray<{ commands: readonly string[]; load: () => 
   { commands: ['server'], load: async () => (await import('./control-plane/command.ts')).registerServerCommand },
   { commands: ['access-tier'], load: async () => (await import('./access-tier/command.ts')).registerAccessTierCommand },
   { commands: ['connector'], load: async () => (await import('./connector/command.ts')).registerConnectorCommand },
+  { commands: ['kube-proxy'], load: async () => (await import('./kube-proxy/command.ts')).registerKubeProxyCommand },
   { commands: ['apply', 'get', 'delete', 'events', 'sessions', 'join-token', 'token', 'user', 'device'], load: async () => (await import('./admin-cli/index.ts')).registerAdminCommands },
   // `device` is shared: the admin's (list, show NAME, ban, ...) and this machine's (report, show); both load, the
   // client's after the admin's, adding to the `device` command (src/lib/cli/device-group.ts).

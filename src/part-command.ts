@@ -1,5 +1,5 @@
 /**
- * What `causeway access-tier` and `causeway connector` share: the outside they touch, the check of
+ * What `causeway access-tier`, `causeway connector` (and, for joining, `causeway kube-proxy`) share: the outside they touch, the check of
  * the from-files flags, reading the PEM files, joining a control plane, the metrics behind
  * --health-listen, and closing what had started when a start fails. An entry-point module (process
  * defaults, files, the environment), so it lives beside the commands rather than in src/lib; the
@@ -81,7 +81,7 @@ async function readPem(part: MetricsPart, file: string, flag: string): Promise<s
  * refuses a --name other than the enrolled one.
  */
 export async function joinAsPart<P>(
-  part: MetricsPart,
+  part: MetricsPart | 'kube-proxy',
   o: { flags: PartFlags; controlPlaneUrl: string; dataDir: string; io: PartCommandIo<P>; logger: Logger; started: Closable[] },
 ): Promise<JoinedPeer> {
   const { flags, controlPlaneUrl, dataDir, io, logger, started } = o;
