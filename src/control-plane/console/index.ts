@@ -47,6 +47,10 @@ export function createConsole(options: ConsoleOptions, deps: ConsoleDeps): WebCo
   const origin = new URL(publicUrl).origin;
   const grantOf = (user: { name: string; groups: readonly string[] }): ReturnType<Identity['authenticator']['grantOf']> => identity.authenticator.grantOf(user);
   const sessionDeps = { store, grantOf, origin, idleMs: SESSION_IDLE_MS };
+  const url = new URL(origin);
+  if (url.protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(url.hostname)) {
+    logger.warn({ publicUrl: origin }, 'the web console\'s cookies are Secure (__Host-): browsers keep them only over HTTPS or on localhost, so console logins will not stick on this plain-HTTP URL');
+  }
   return {
     authenticator: consoleAuthenticator(sessionDeps),
     async register(app) {
