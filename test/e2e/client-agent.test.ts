@@ -200,6 +200,18 @@ void describe('causeway services, connect, status, disconnect with the backgroun
     });
   }
 
+  void test('a port held by another process: connect fails with PORT_IN_USE naming that process', async () => {
+    const holder = net.createServer();
+    await new Promise<void>((r) => holder.listen(port2, '127.0.0.1', r));
+    try {
+      const r = await cli(['connect', SECOND]);
+      assert.equal(r.code, 2, `${r.stdout}\n${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`Port ${port2} is already in use by \\S+ \\(pid ${process.pid}\\)\\. Stop it, or choose another port with --port N.*\\(PORT_IN_USE\\)`));
+    } finally {
+      await new Promise<void>((r) => holder.close(() => r()));
+    }
+  });
+
   void test('a second Kubernetes service connects on its own port; both work at once', async () => {
     const r = await cli(['connect', SECOND]);
     assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
