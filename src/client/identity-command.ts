@@ -284,8 +284,16 @@ async function runWhoami(output: string, io: IdentityIo): Promise<void> {
   } catch (err) {
     throw new CausewayError('WHOAMI_FAILED', `${session.server} answered whoami with something other than JSON`, { cause: err });
   }
+  // What the managed client config (settings.ts) says about this machine: informational (the server's trust comes from posture and MDM).
+  const managed = await import('./settings.ts')
+    .then((m) => m.loadClientSettings({ env: io.env, homedir: io.homedir, readFile: io.readFile }))
+    .then((loaded) => (loaded.managedPresent ? { file: loaded.managedFile, mdmPresent: loaded.settings.mdmPresent ?? null } : null))
+    .catch((err: unknown) => {
+      io.err(`Ignoring the client settings: ${errorMessage(err)}`);
+      return null;
+    });
   if (output === 'json') {
-    io.out(JSON.stringify({ server: session.server, ...answer, trustCertExpiresAt: trustCert === undefined ? null : new Date(trustCert.notAfter).toISOString() }, null, 2));
+    io.out(JSON.stringify({ server: session.server, ...answer, trustCertExpiresAt: trustCert === undefined ? null : new Date(trustCert.notAfter).toISOString(), managedConfig: managed }, null, 2));
     return;
   }
   const user = answer.user ?? {};
@@ -300,6 +308,7 @@ async function runWhoami(output: string, io: IdentityIo): Promise<void> {
     ['trust', trustLine(answer.device)],
     ...(answer.device?.trust?.explanation === undefined || answer.device.trust.explanation === null ? [] : [['why', printable(answer.device.trust.explanation)] as [string, string]]),
     ['trust cert', trustCert === undefined ? 'none' : `valid until ${new Date(trustCert.notAfter).toISOString()}`],
+    ...(managed === null ? [] : [['managed', `${managed.file}${managed.mdmPresent === null ? '' : managed.mdmPresent ? ' (MDM present)' : ' (no MDM)'}`] as [string, string]]),
     ['expires', answer.tokenExpiresAt ?? new Date(session.accessTokenExpiresAt).toISOString()],
   ];
   for (const [key, value] of rows) io.out(`${`${key}:`.padEnd(12)}${value}`);

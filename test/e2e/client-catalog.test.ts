@@ -269,13 +269,18 @@ users:
 });
 
 void describe('causeway login without a URL', () => {
-  void test('logs in to the managed client config\'s controlPlane with its caFile', async () => {
+  void test('logs in to the managed client config\'s controlPlane with its caFile; whoami shows the config and its mdmPresent', async () => {
     const fresh = await newHome(system, 'managed-login');
-    const managed = await writeIn(system, 'managed-login.yaml', `controlPlane: ${system.publicUrl}\ncaFile: ${system.caFile}\n`);
+    const managed = await writeIn(system, 'managed-login.yaml', `controlPlane: ${system.publicUrl}\ncaFile: ${system.caFile}\nmdmPresent: true\n`);
     const r = await system.cli(['login', '--user', 'alice', '--password-stdin'], { env: { CAUSEWAY_HOME: fresh, CAUSEWAY_CLIENT_CONFIG: managed }, stdin: `${PASSWORD}\n` });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, new RegExp(`Logged in to ${system.publicUrl.replaceAll('.', '\\.')} as alice`));
     const session = JSON.parse(await readFile(join(fresh, 'session.json'), 'utf8')) as { server: string };
     assert.equal(session.server, system.publicUrl);
+    const me = await system.cli(['whoami'], { env: { CAUSEWAY_HOME: fresh, CAUSEWAY_CLIENT_CONFIG: managed } });
+    assert.equal(me.code, 0, me.stderr);
+    assert.match(me.stdout, /^managed: +\S+managed-login\.yaml \(MDM present\)$/m);
+    const json = await system.cli(['whoami', '-o', 'json'], { env: { CAUSEWAY_HOME: fresh, CAUSEWAY_CLIENT_CONFIG: managed } });
+    assert.deepEqual((JSON.parse(json.stdout) as { managedConfig: unknown }).managedConfig, { file: managed, mdmPresent: true });
   });
 });
