@@ -69,8 +69,9 @@ async function rejectsWith(promise: Promise<unknown>, code: string): Promise<Err
 }
 
 export function runStoreConformance(name: string, openStore: OpenStore, cleanup: () => Promise<void>, dump: DumpDatabase): void {
+  // At the file's root, so the database outlives every describe block below (each feature adds one).
+  after(cleanup);
   void describe(`${name} store conformance`, () => {
-    after(cleanup);
 
     async function open(t: TestContext, options?: OpenOptions): Promise<Store> {
       const store = await openStore(options);
