@@ -402,6 +402,12 @@ void describe('a viewer sees everything and changes nothing', () => {
         return { status: response.status, body: await response.text() };
       });
       assert.equal(answer.status, 403, answer.body);
+      // Log out: the session ends and the browser is back at the login page.
+      await page.locator('.user-button').click();
+      await page.getByRole('button', { name: 'Log out' }).click();
+      await page.waitForURL((url) => url.pathname.startsWith('/oidc/interaction/'), { timeout: 30_000 });
+      assert.equal((await context.cookies(origin)).some((c) => c.name === '__Host-causeway-console'), false, 'the session cookie is cleared');
+      assert.equal((await context.request.get(`${origin}/console/session`)).status(), 401);
     });
     await api('GET', '/api/v1/objects/role/eng');
   });

@@ -54,7 +54,8 @@ export function useSaver(existing: SpecDocument | undefined, back: string): Save
         setTimeout(() => document.querySelector('.field-invalid, .form .notice-error')?.scrollIntoView({ block: 'center' }), 0);
         if (err instanceof ApiError && err.problems.length > 0) {
           setProblems(err.problems);
-          setError(err.message);
+          const count = err.problems.length === 1 ? 'The server found 1 problem' : `The server found ${err.problems.length} problems`;
+          setError(`${count}; nothing was saved. Each problem is shown with its field.`);
         } else if (err instanceof ApiError && err.code === 'VERSION_CONFLICT') {
           setError(`${err.message}. Someone changed it while you were editing: reload the page to see their version.`);
         } else {
