@@ -218,7 +218,12 @@ async function runAgent(io: AgentCommandIo, flags: { appPort?: number; app: bool
     return;
   }
   io.err(`Causeway agent running (pid ${process.pid}); socket ${agent.socketPath}, log ${logFile}${agent.appUrl() === undefined ? '' : '; open the app page with: causeway app'}`);
-  io.onAgentStarted(agent, logger);
+  // Closing also flushes agent.log, so its last lines ("agent stopped") are not lost at exit.
+  const closeAll = async (): Promise<void> => {
+    await agent.close();
+    await new Promise<void>((resolve) => logStream.end(() => resolve()));
+  };
+  io.onAgentStarted({ close: closeAll }, logger);
 }
 
 async function runConnect(io: AgentCommandIo, service: string, port: number | undefined): Promise<void> {
