@@ -238,6 +238,26 @@ void describe('causeway events, join-token, user, token', () => {
     assert.equal((await run(['events', '--since', 'last tuesday'])).error?.code, 'BAD_ARGUMENT');
   });
 
+  void test('events --kube: kube proxy requests and sessions with their command, filtered (issue 6)', async () => {
+    const now = Date.now();
+    const base = { clusterName: 'prod', kubeProxy: 'kp-prod', groups: ['eng', 'system:authenticated'], latencyMs: 3, source: '10.0.0.1:1' };
+    await server.store.appendKubeEvents([
+      { ...base, id: 'k1', time: new Date(now - 20 * 60_000).toISOString(), type: 'kube-request', user: 'alice@example.com', verb: 'list', resource: 'pods', namespace: 'prod', path: '/api/v1/namespaces/prod/pods', code: 200, decision: 'allow' },
+      { ...base, id: 'k2', time: new Date(now - 10 * 60_000).toISOString(), type: 'kube-session', user: 'alice@example.com', device: 'd1', verb: 'create', resource: 'pods', subresource: 'exec', namespace: 'prod', name: 'web-0', path: '/api/v1/namespaces/prod/pods/web-0/exec', code: 101, decision: 'allow', command: ['sh', '-c', 'id'], interactive: true, transport: 'spdy', durationMs: 900 },
+      { ...base, id: 'k3', time: new Date(now - 5 * 60_000).toISOString(), type: 'kube-request', user: 'bob@example.com', verb: 'create', resource: 'pods', subresource: 'exec', namespace: 'prod', name: 'web-0', path: '/api/v1/namespaces/prod/pods/web-0/exec', code: 403, decision: 'deny', reason: 'rule-deny' },
+    ]);
+    const all = await ok(['events', '--kube']);
+    assert.match(all[0], /^TIME\s+DECISION\s+USER\s+DEVICE\s+CLUSTER\s+VERB\s+RESOURCE\s+NAMESPACE\s+NAME\s+CODE\s+COMMAND\/REASON$/);
+    assert.equal(all.length, 4);
+    assert.match(all[1], /deny\s+bob@example\.com\s+-\s+prod\s+create\s+pods\/exec\s+prod\s+web-0\s+403\s+rule-deny/);
+    assert.match(all[2], /allow\s+alice@example\.com\s+d1\s+prod\s+create\s+pods\/exec\s+prod\s+web-0\s+101\s+sh -c id/);
+    const sessions = JSON.parse((await ok(['events', '--kube', '--sessions', '-o', 'json'])).join('\n')) as Array<{ id: string; command: string[] }>;
+    assert.deepEqual(sessions.map((e) => [e.id, e.command]), [['k2', ['sh', '-c', 'id']]]);
+    const denied = JSON.parse((await ok(['events', '--kube', '--decision', 'deny', '--cluster', 'prod', '-o', 'json'])).join('\n')) as Array<{ id: string }>;
+    assert.deepEqual(denied.map((e) => e.id), ['k3']);
+    assert.equal((await run(['events', '--kube', '--audit'])).error?.code, 'BAD_ARGUMENT');
+  });
+
   void test('join-token create prints a command that enrolls: its arguments get a connector certificate, once', async () => {
     const out = await ok(['join-token', 'create', 'connector', 'dc1', '--ttl', '15m']);
     assert.match(out[0], /^Join token for connector dc1: single use, valid until /);
