@@ -378,3 +378,20 @@ void test('resolveCausewayCommand: causeway when on PATH (absolute entries only)
   assert.deepEqual(resolveCausewayCommand({ pathEnv: '.:bin', script: '/opt/c/bin/causeway.js', execPath: '/n/node', isExecutable: exists(['bin/causeway', 'causeway', '/opt/c/bin/causeway.js']) }), { command: '/opt/c/bin/causeway.js', args: [] });
   assert.deepEqual(resolveCausewayCommand({ pathEnv: undefined, script: '/opt/c/src/main.ts', execPath: '/n/node', isExecutable: exists([]) }), { command: '/n/node', args: ['/opt/c/src/main.ts'] });
 });
+
+void test('a hand-written flow-style list (clusters: [...]) is merged through the Document API: the data and comments stay, ours are added', async (t) => {
+  const dir = tempDir(t);
+  const file = path.join(dir, 'config');
+  const flow = '# mine\napiVersion: v1\nkind: Config\nclusters: [{name: a, cluster: {server: "https://a.example.com"}}]\nusers: [{name: a, user: {token: t}}]\ncontexts: [{name: a, context: {cluster: a, user: a}}]\ncurrent-context: a\n';
+  fs.writeFileSync(file, flow);
+  await writeKubeconfigEntries(target(file), [prod]);
+  const text = fs.readFileSync(file, 'utf8');
+  assert.match(text, /^# mine\n/);
+  const parsed = doc(file);
+  assert.deepEqual(named(parsed.clusters, 'a'), { name: 'a', cluster: { server: 'https://a.example.com' } });
+  assert.deepEqual(named(parsed.users, 'a'), { name: 'a', user: { token: 't' } });
+  assert.ok(named(parsed.clusters, 'prod') !== undefined);
+  assert.ok(named(parsed.users, 'causeway-prod') !== undefined);
+  assert.deepEqual(named(parsed.contexts, 'prod')?.context, { cluster: 'prod', user: 'causeway-prod' });
+  assert.equal(parsed['current-context'], 'a');
+});
