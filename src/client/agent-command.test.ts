@@ -136,6 +136,19 @@ void describe('ensureAgent starts the real `causeway agent` detached', () => {
     assert.equal(await agentStatus(home), null);
   });
 
+  void test('two CLIs starting the agent at once end up with one agent', async (t) => {
+    const dir = await tempDir(t);
+    const home = path.join(dir, 'home');
+    const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, CAUSEWAY_HOME: home, CAUSEWAY_CLIENT_CONFIG: path.join(dir, 'none.yaml') };
+    const command = { file: process.execPath, args: [MAIN, 'agent', '--no-app'] };
+    t.after(async () => {
+      await agentRequest(home, 'POST', '/v1/shutdown').catch(() => undefined);
+    });
+    const [a, b] = await Promise.all([ensureAgent({ home, command, env, timeoutMs: 60_000 }), ensureAgent({ home, command, env, timeoutMs: 60_000 })]);
+    assert.equal(a.pid, b.pid);
+    assert.equal((await readFile(path.join(home, 'agent.pid'), 'utf8')).split(' ')[0], String(a.pid));
+  });
+
   void test('an agent that dies while starting is reported with the end of its log', async (t) => {
     const dir = await tempDir(t);
     const home = path.join(dir, 'home');

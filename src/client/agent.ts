@@ -182,7 +182,8 @@ const HELD_HERE = new Set<string>();
  * unrelated process after a crash therefore does not block a new agent for longer than that.
  */
 async function lockHeld(home: string, token: string, pid: number, mtimeMs: number): Promise<boolean> {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
+  // Empty or torn: another agent has just created it and is writing its pid; damaged and old: stale.
+  if (!Number.isInteger(pid) || pid <= 0) return Date.now() - mtimeMs < 5_000;
   if (pid === process.pid) return HELD_HERE.has(token);
   if (!pidAlive(pid)) return false;
   if (Date.now() - mtimeMs < 30_000) return true;
@@ -211,7 +212,12 @@ async function takePidLock(home: string): Promise<() => Promise<void>> {
     const mtimeMs = await stat(file).then((st) => st.mtimeMs, () => 0);
     const pid = Number(text.split(' ')[0]);
     if (await lockHeld(home, text.trim(), pid, mtimeMs)) {
-      throw new UserError('AGENT_ALREADY_RUNNING', `A Causeway agent is already running for ${home} (pid ${pid}). Use it (causeway status), or stop it first (kill ${pid}).`);
+      throw new UserError(
+        'AGENT_ALREADY_RUNNING',
+        Number.isInteger(pid) && pid > 0
+          ? `A Causeway agent is already running for ${home} (pid ${pid}). Use it (causeway status), or stop it first (kill ${pid}).`
+          : `Another Causeway agent is starting for ${home}. Use it (causeway status).`,
+      );
     }
     // Its holder is gone: move it aside under a unique name, so two agents breaking it cannot remove a fresh one.
     const aside = `${file}.stale.${process.pid}.${randomBytes(4).toString('hex')}`;
