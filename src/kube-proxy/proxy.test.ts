@@ -65,6 +65,35 @@ void describe('kube proxy forwarding', () => {
     assert.equal(event.clusterName, 'prod');
   });
 
+  void test('a GET on a kept-alive API server connection that died while idle is sent again once, on a new one', async (t) => {
+    const h = await withHarness(t);
+    const served = new WeakSet<object>();
+    h.backend.onRequest = (req, res) => {
+      if (served.has(req.socket)) {
+        req.socket.destroy();
+        return;
+      }
+      served.add(req.socket);
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': 2 });
+      res.end('{}');
+    };
+    const token = await h.token();
+    assert.equal(statusOf((await rawExchange(h, [request('GET', '/api/v1/pods', [['Authorization', `Bearer ${token}`]])])).text), 200);
+    assert.equal(statusOf((await rawExchange(h, [request('GET', '/api/v1/pods', [['Authorization', `Bearer ${token}`]])])).text), 200);
+    assert.equal(h.backend.requests.length, 3, 'the second request reached a dead connection, then a fresh one');
+    const post = await rawExchange(h, [request('POST', '/api/v1/namespaces/default/pods', [['Authorization', `Bearer ${token}`]], { body: '{}' })]);
+    assert.equal(statusOf(post.text), 502, 'a request with a body is never sent twice');
+  });
+
+  void test('a username outside ASCII reaches the API server as UTF-8', async (t) => {
+    const h = await withHarness(t);
+    const answer = await rawExchange(h, [request('GET', '/api/v1/pods', [['Authorization', `Bearer ${await h.token({ email: 'jürgen@例え.jp', groups: ['équipe'] })}`]])]);
+    assert.equal(statusOf(answer.text), 200);
+    const got = h.backend.requests[0];
+    assert.deepEqual(recorded(got, 'impersonate-user').map((v) => Buffer.from(v, 'latin1').toString('utf8')), ['jürgen@例え.jp']);
+    assert.deepEqual(recorded(got, 'impersonate-group').map((v) => Buffer.from(v, 'latin1').toString('utf8')), ['équipe', 'system:authenticated']);
+  });
+
   void test('a request body is forwarded intact', async (t) => {
     const h = await withHarness(t);
     const body = JSON.stringify({ kind: 'Pod', metadata: { name: 'x' } });

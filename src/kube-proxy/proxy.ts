@@ -440,54 +440,70 @@ class KubeProxyServer implements KubeProxy {
     });
 
     const path = `${this.#basePath}${prepared.rawPath}${prepared.rawQuery !== '' ? `?${prepared.rawQuery}` : ''}`;
+    // A request without a body is sent again once when a kept-alive connection turned out dead
+    // (the API server or a load balancer closed it while idle); nothing can have been done twice.
+    const bodyless = (method === 'GET' || method === 'HEAD') && headerValues(req.rawHeaders, 'content-length').every((v) => v.trim() === '0') && headerValues(req.rawHeaders, 'transfer-encoding').length === 0;
+    const send = (attempt: number): void => {
+      const outgoing = this.#backendRequest(method, path, headers, this.#agent);
+      backend.req = outgoing;
+      outgoing.on('error', (err: NodeJS.ErrnoException) => {
+        if (res.headersSent) {
+          res.destroy();
+          return;
+        }
+        if (res.destroyed) return;
+        if (attempt === 0 && bodyless && outgoing.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) {
+          send(1);
+          return;
+        }
+        this.#logger.warn({ err: err.code ?? err.message }, 'the Kubernetes API server could not be reached');
+        audit(502, 'allow', 'backend-unreachable');
+        this.#sendStatus(res, 502, `the kube proxy could not reach the Kubernetes API server (${err.code ?? 'error'}); try again, or ask an admin to check the proxy's backend`);
+      });
+      outgoing.on('response', (backendRes: IncomingMessage) => {
+        const status = backendRes.statusCode ?? 502;
+        const out = cleanBackendHeaders(backendRes.rawHeaders, token !== undefined ? [token] : []);
+        audit(status, 'allow');
+        if (res.destroyed) {
+          backendRes.destroy();
+          return;
+        }
+        res.writeHead(status, backendRes.statusMessage, out.flat() as unknown as OutgoingHttpHeaders);
+        res.flushHeaders();
+        backendRes.on('data', (chunk: Buffer) => {
+          const clean = scrubber.scrub(chunk);
+          if (clean === undefined) {
+            this.#logger.error('the API server echoed the kube proxy\'s token across chunks; the answer was cut');
+            backendRes.destroy();
+            res.destroy();
+            return;
+          }
+          if (!res.write(clean)) backendRes.pause();
+        });
+        res.on('drain', () => backendRes.resume());
+        backendRes.on('end', () => res.end());
+        backendRes.on('error', () => res.destroy());
+        backendRes.on('aborted', () => res.destroy());
+      });
+      if (bodyless) outgoing.end();
+      else req.pipe(outgoing);
+    };
+    req.on('error', () => backend.req?.destroy());
+    send(0);
+  }
+
+  #backendRequest(method: string, path: string, headers: string[], agent: HttpsAgent | HttpAgent): ClientRequest {
     const requestFn = this.#backend.protocol === 'https:' ? httpsRequest : httpRequest;
-    const outgoing = requestFn({
+    return requestFn({
       protocol: this.#backend.protocol,
       hostname: this.#backend.hostname.replace(/^\[|\]$/g, ''),
       port: this.#backend.port === '' ? (this.#backend.protocol === 'https:' ? 443 : 80) : Number(this.#backend.port),
       method,
       path,
-      headers: headers as unknown as OutgoingHttpHeaders,
-      agent: this.#agent,
+      // Header strings go out as latin1: send a UTF-8 name (a username with ü) as its UTF-8 bytes, as Go's clients do.
+      headers: headers.map((h) => Buffer.from(h, 'utf8').toString('latin1')) as unknown as OutgoingHttpHeaders,
+      agent,
     });
-    backend.req = outgoing;
-    outgoing.on('error', (err: NodeJS.ErrnoException) => {
-      if (res.headersSent) {
-        res.destroy();
-        return;
-      }
-      if (res.destroyed) return;
-      this.#logger.warn({ err: err.code ?? err.message }, 'the Kubernetes API server could not be reached');
-      audit(502, 'allow', 'backend-unreachable');
-      this.#sendStatus(res, 502, `the kube proxy could not reach the Kubernetes API server (${err.code ?? 'error'}); try again, or ask an admin to check the proxy's backend`);
-    });
-    outgoing.on('response', (backendRes: IncomingMessage) => {
-      const status = backendRes.statusCode ?? 502;
-      const out = cleanBackendHeaders(backendRes.rawHeaders, token !== undefined ? [token] : []);
-      audit(status, 'allow');
-      if (res.destroyed) {
-        backendRes.destroy();
-        return;
-      }
-      res.writeHead(status, backendRes.statusMessage, out.flat() as unknown as OutgoingHttpHeaders);
-      res.flushHeaders();
-      backendRes.on('data', (chunk: Buffer) => {
-        const clean = scrubber.scrub(chunk);
-        if (clean === undefined) {
-          this.#logger.error('the API server echoed the kube proxy\'s token across chunks; the answer was cut');
-          backendRes.destroy();
-          res.destroy();
-          return;
-        }
-        if (!res.write(clean)) backendRes.pause();
-      });
-      res.on('drain', () => backendRes.resume());
-      backendRes.on('end', () => res.end());
-      backendRes.on('error', () => res.destroy());
-      backendRes.on('aborted', () => res.destroy());
-    });
-    req.on('error', () => outgoing.destroy());
-    req.pipe(outgoing);
   }
 
   async #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
@@ -529,16 +545,7 @@ class KubeProxyServer implements KubeProxy {
     let sessionEnded = false;
     let cutReason: string | undefined;
     const path = `${this.#basePath}${prepared.rawPath}${prepared.rawQuery !== '' ? `?${prepared.rawQuery}` : ''}`;
-    const requestFn = this.#backend.protocol === 'https:' ? httpsRequest : httpRequest;
-    const outgoing = requestFn({
-      protocol: this.#backend.protocol,
-      hostname: this.#backend.hostname.replace(/^\[|\]$/g, ''),
-      port: this.#backend.port === '' ? (this.#backend.protocol === 'https:' ? 443 : 80) : Number(this.#backend.port),
-      method,
-      path,
-      headers: headers as unknown as OutgoingHttpHeaders,
-      agent: this.#upgradeAgent,
-    });
+    const outgoing = this.#backendRequest(method, path, headers, this.#upgradeAgent);
     const removeLive = this.#live.add({
       caller: admitted.caller,
       info: prepared.info,
