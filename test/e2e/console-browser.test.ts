@@ -29,6 +29,9 @@ import type { DeviceSystem } from '../kit/device-system.ts';
 import { kubectlBinaries, repoRoot, runKubectl, spawnKubectl } from '../kit/kubectl.ts';
 import type { KubectlBinary } from '../kit/kubectl.ts';
 import type { ClientProxy } from '../../src/client/proxy.ts';
+import { makeServerCert, makeTestCa } from '../kit/certs.ts';
+import { startFakeIntune } from '../kit/mdm/fake-intune.ts';
+import type { FakeIntune } from '../kit/mdm/fake-intune.ts';
 
 const binaries = await kubectlBinaries();
 const SCREENSHOTS = join(repoRoot, 'test-results', 'screenshots');
@@ -40,6 +43,7 @@ const XSS = '<img src=x onerror="window.__xss=1;alert(1)"><script>window.__xss=2
 const GOOD = { firewall: true, diskEncryption: true };
 
 let system: DeviceSystem;
+let intune: FakeIntune;
 let browser: TestBrowser;
 let origin: string;
 let kubeCaPem: string;
@@ -103,7 +107,12 @@ before(async () => {
   assert.ok(existsSync(BUILT), `the console is not built (${BUILT} is missing): run npm run build:web first (npm test does)`);
   assert.ok(binaries.length > 0, 'a kubectl binary is needed');
   await mkdir(SCREENSHOTS, { recursive: true });
-  system = await startDeviceSystem();
+  // A device manager for the Trust pages and their Test button: the fake Intune on its own CA.
+  const mdmCa = await makeTestCa({ commonName: 'fake Intune CA' });
+  const mdmCert = await makeServerCert(mdmCa, { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'] });
+  intune = await startFakeIntune({ tls: { certPem: mdmCert.certPem, keyPem: mdmCert.keyPem } });
+  system = await startDeviceSystem({ env: { INTUNE_SECRET: intune.clientSecret } });
+  await system.put('DeviceManager', 'intune', { type: 'intune', tenantId: intune.tenantId, clientId: intune.clientId, clientSecret: { env: 'INTUNE_SECRET' }, graphUrl: intune.url, loginUrl: intune.url, caPem: mdmCa.certPem });
   origin = new URL(system.publicUrl).origin;
   kubeCaPem = system.service.spec.kubernetes?.caPublicKey ?? '';
   assert.match(kubeCaPem, /BEGIN CERTIFICATE/);
@@ -130,6 +139,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   await system?.close();
+  await intune?.close();
 });
 
 async function newPageContext(): Promise<BrowserContext> {
@@ -345,6 +355,11 @@ void describe('the Command Center: an admin sets up access through the forms', (
         await page.locator('.loading').waitFor({ state: 'detached' });
         await shot(page, name);
       }
+      // Test runs one lookup against the device manager.
+      await page.goto(`${origin}/device-managers`);
+      await page.locator('tr[data-row="intune"]').getByRole('button', { name: 'Test' }).click();
+      await page.locator('tr[data-row="intune"] .text-green').waitFor({ timeout: 20_000 });
+      await shot(page, '12-device-managers');
       // A device's trust, factor by factor.
       await page.goto(`${origin}/devices`);
       await page.getByRole('button', { name: 'Details' }).first().click();

@@ -5,6 +5,7 @@
  */
 import { createContext, useCallback, useContext, useEffect, useId, useRef, useState } from 'react';
 import type { ReactNode } from 'react';
+import { createPortal } from 'react-dom';
 import { stringify } from 'yaml';
 import { errorMessage } from './api.ts';
 import type { ConsoleSession, Problem } from './api.ts';
@@ -212,7 +213,8 @@ export function Modal({ title, onClose, children, footer, wide }: { title: strin
     ref.current?.focus();
     return () => window.removeEventListener('keydown', onKey);
   }, [onClose]);
-  return (
+  // A portal: a dialog opened from a table cell must not inherit the cell's alignment or wrapping.
+  return createPortal(
     <div className="modal-backdrop" onMouseDown={(event) => { if (event.target === event.currentTarget) onClose(); }}>
       <div className={`modal ${wide === true ? 'modal-wide' : ''}`} role="dialog" aria-modal="true" aria-labelledby={titleId} tabIndex={-1} ref={ref}>
         <div className="modal-header">
@@ -222,7 +224,8 @@ export function Modal({ title, onClose, children, footer, wide }: { title: strin
         <div className="modal-body">{children}</div>
         {footer === undefined ? null : <div className="modal-footer">{footer}</div>}
       </div>
-    </div>
+    </div>,
+    document.body,
   );
 }
 

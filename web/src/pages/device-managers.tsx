@@ -5,7 +5,7 @@ import { deleteObject, itemsOf, listObjects } from '../objects.ts';
 import { Link } from '../router.tsx';
 import { Badge, ConfirmButton, LoadState, Notice, PageHeader, Table, Time, useCanWrite, useLoad, YamlButton } from '../ui.tsx';
 
-interface ManagerStatus { name: string; type?: string; lastSyncAt?: string | null; lastSuccessAt?: string | null; lastError?: string | null; devices?: number; [key: string]: unknown }
+interface ManagerStatus { manager?: string; name?: string; valid?: boolean; failures?: number; type?: string; lastSyncAt?: string | null; lastSuccessAt?: string | null; lastError?: string | null; devices?: number; [key: string]: unknown }
 
 function statusText(status: ManagerStatus | undefined): { label: string; tone: 'green' | 'red' | 'neutral' } {
   if (status === undefined) return { label: 'not synced yet', tone: 'neutral' };
@@ -49,14 +49,15 @@ export function DeviceManagersPage() {
           columns={[
             { header: 'Name', cell: (m) => <div className="cell-stack"><strong>{m.metadata.name}</strong>{m.metadata.description === undefined ? null : <span className="muted small">{m.metadata.description}</span>}</div> },
             { header: 'Type', cell: (m) => <Badge tone="blue">{String(m.spec.type)}</Badge> },
+            { header: 'Devices', className: 'num', cell: (m) => { const n = loaded.data?.status.find((s) => (s.manager ?? s.name) === m.metadata.name)?.devices; return n === undefined ? <span className="muted">—</span> : String(n); } },
             { header: 'Sync every', cell: (m) => (typeof m.spec.syncInterval === 'string' ? m.spec.syncInterval : '20m') },
             { header: 'Sync', cell: (m) => {
-              const status = loaded.data?.status.find((s) => s.name === m.metadata.name);
+              const status = loaded.data?.status.find((s) => (s.manager ?? s.name) === m.metadata.name);
               const state = statusText(status);
               const error = pick(status, 'lastError', 'error');
               return <div className="cell-stack"><span><Badge tone={state.tone}>{state.label}</Badge></span>{error === null ? null : <span className="small text-red">{error}</span>}</div>;
             } },
-            { header: 'Last sync', cell: (m) => <Time iso={pick(loaded.data?.status.find((s) => s.name === m.metadata.name), 'lastSuccessAt', 'lastSyncAt', 'lastSync')} relative /> },
+            { header: 'Last sync', cell: (m) => <Time iso={pick(loaded.data?.status.find((s) => (s.manager ?? s.name) === m.metadata.name), 'lastSuccessAt', 'lastSyncAt', 'lastSync')} relative /> },
             { header: 'Test', cell: (m) => {
               const result = results[m.metadata.name];
               if (result === undefined) return <span className="muted">—</span>;
