@@ -207,6 +207,7 @@ const ROUTES: RouteCase[] = [
   { method: 'POST', route: '/api/v1/me/devices/:id/posture/nonce', url: (ids) => `/api/v1/me/devices/${ids.deviceId}/posture/nonce`, access: 'session' },
   { method: 'POST', route: '/api/v1/me/devices/:id/posture', url: (ids) => `/api/v1/me/devices/${ids.deviceId}/posture`, access: 'session', body: { payload: '{}', signature: 'AA' } },
   { method: 'POST', route: '/api/v1/me/devices/:id/trust-cert', url: (ids) => `/api/v1/me/devices/${ids.deviceId}/trust-cert`, access: 'session', body: { csrPem: 'x' } },
+  { method: 'GET', route: '/api/v1/me/services', url: (ids) => `/api/v1/me/services?device=${ids.deviceId}`, access: 'session' },
   { method: 'PUT', route: '/api/v1/devices/:id/trust-override', url: (ids) => `/api/v1/devices/${ids.deviceId}/trust-override`, access: 'write', body: { source: 'security-team', maxLevel: 'Low', reason: 'incident 4711' } },
   { method: 'DELETE', route: '/api/v1/devices/:id/trust-override/:source', url: (ids) => `/api/v1/devices/${ids.deviceId}/trust-override/security-team`, access: 'write' },
   { method: 'POST', route: '/api/v1/devices/:id/rescore', url: (ids) => `/api/v1/devices/${ids.deviceId}/rescore`, access: 'write' },
