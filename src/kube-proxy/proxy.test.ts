@@ -10,7 +10,11 @@ import { connect } from 'node:tls';
 import { describe, test } from 'node:test';
 import { AUDIENCE, BACKEND_TOKEN, rawExchange, recorded, startHarness, statusOf, waitFor } from './proxy.testing.ts';
 import type { Harness } from './proxy.testing.ts';
-import { idTokenClaims } from '../lib/oidc/test-issuer.testing.ts';
+import { createHmac } from 'node:crypto';
+import { exportJWK, generateKeyPair } from 'jose';
+import { handBuiltToken, idTokenClaims, signHandBuilt } from '../lib/oidc/test-issuer.testing.ts';
+
+const b64 = (value: object): string => Buffer.from(JSON.stringify(value)).toString('base64url');
 
 type Headers = Array<[string, string]>;
 
@@ -224,6 +228,38 @@ void describe('kube proxy forwarding', () => {
     assert.equal(h.backend.requests.length, 0);
     const expired = await h.issuer.sign(idTokenClaims(h.issuer.issuer, AUDIENCE, Date.now() - 3_600_000));
     assert.equal(statusOf((await rawExchange(h, [request('GET', '/api/v1/pods', [['Authorization', `Bearer ${expired}`]])])).text), 401);
+  });
+
+  void test('KP-03 forged, altered and malformed tokens are refused with 401 and nothing is forwarded', async (t) => {
+    const h = await withHarness(t);
+    const key = h.issuer.keys[0];
+    const claims = idTokenClaims(h.issuer.issuer, AUDIENCE, Date.now());
+    const attacker = await generateKeyPair('ES256');
+    const good = await h.token();
+    const [header, , signature] = good.split('.');
+    const hmac = createHmac('sha256', JSON.stringify(key.publicJwk)).update(`${b64({ alg: 'HS256', kid: key.kid })}.${b64(claims)}`).digest('base64url');
+    const tokens: Array<[string, string]> = [
+      ['alg none', handBuiltToken({ alg: 'none', kid: key.kid }, claims, '')],
+      ['HS256 with the public key as secret', `${b64({ alg: 'HS256', kid: key.kid })}.${b64(claims)}.${hmac}`],
+      ['an embedded jwk', signHandBuilt({ alg: 'ES256', jwk: await exportJWK(attacker.publicKey) }, claims, attacker.privateKey, 'ES256')],
+      ['jku elsewhere', signHandBuilt({ alg: 'ES256', kid: key.kid, jku: 'https://evil.example/jwks' }, claims, key.privateKey, 'ES256')],
+      ['kid with a path', signHandBuilt({ alg: 'ES256', kid: '../../etc/passwd' }, claims, key.privateKey, 'ES256')],
+      ['another key with our kid', signHandBuilt({ alg: 'ES256', kid: key.kid }, claims, attacker.privateKey, 'ES256')],
+      ['payload swapped after signing', `${header}.${b64({ ...claims, email: 'admin@example.com' })}.${signature}`],
+      ['wrong issuer', await h.issuer.sign({ ...claims, iss: 'https://evil.example' })],
+      ['iss as an array', await h.issuer.sign({ ...claims, iss: [h.issuer.issuer] as unknown as string })],
+      ['expired', await h.issuer.sign({ ...claims, exp: Math.floor(Date.now() / 1000) - 3600 })],
+      ['not yet valid', await h.issuer.sign({ ...claims, nbf: Math.floor(Date.now() / 1000) + 3600 })],
+      ['no exp', await h.issuer.sign({ ...claims, exp: undefined })],
+      ['not a JWT', 'abc.def'],
+      ['huge', `${header}.${'A'.repeat(20_000)}.${signature}`],
+    ];
+    for (const [what, token] of tokens) {
+      const answer = await rawExchange(h, [request('GET', '/api/v1/pods', [['Authorization', `Bearer ${token}`]])]);
+      assert.equal(statusOf(answer.text), 401, what);
+    }
+    assert.equal(h.backend.requests.length, 0);
+    assert.ok(h.events.every((e) => e.decision === 'deny' && e.user === ''));
   });
 
   void test('KP-10 IdP groups never become system:masters, and a system: username is refused', async (t) => {
