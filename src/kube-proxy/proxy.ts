@@ -414,7 +414,7 @@ class KubeProxyServer implements KubeProxy {
     const fields = requestFields(prepared.info, prepared.rawPath, method);
     const scrubber = new SecretScrubber(token);
     let audited = false;
-    const backend: { req?: ClientRequest } = {};
+    const backend: { req?: ClientRequest; done?: boolean } = {};
     const entry: LiveEntry = {
       caller: admitted.caller,
       info: prepared.info,
@@ -435,7 +435,8 @@ class KubeProxyServer implements KubeProxy {
     };
     res.on('close', () => {
       removeLive();
-      backend.req?.destroy();
+      // Only an unfinished exchange is torn down; a finished one's connection goes back to the pool.
+      if (!backend.done) backend.req?.destroy();
       if (!audited) audit(499, 'allow', 'client-gone');
     });
 
@@ -481,7 +482,10 @@ class KubeProxyServer implements KubeProxy {
           if (!res.write(clean)) backendRes.pause();
         });
         res.on('drain', () => backendRes.resume());
-        backendRes.on('end', () => res.end());
+        backendRes.on('end', () => {
+          backend.done = true;
+          res.end();
+        });
         backendRes.on('error', () => res.destroy());
         backendRes.on('aborted', () => res.destroy());
       });
