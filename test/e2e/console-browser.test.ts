@@ -355,6 +355,17 @@ void describe('the Command Center: an admin sets up access through the forms', (
         await page.locator('.loading').waitFor({ state: 'detached' });
         await shot(page, name);
       }
+      // Disable and enable a user from the Users page (asked first, in the page).
+      await page.goto(`${origin}/users`);
+      const bobRow = page.locator('tr', { hasText: 'bob@example.com' });
+      await bobRow.getByRole('button', { name: 'Disable' }).click();
+      await page.getByRole('dialog').getByRole('button', { name: 'Disable' }).click();
+      await bobRow.locator('.badge', { hasText: 'Disabled' }).waitFor();
+      assert.equal(((await api('GET', '/api/v1/users/bob')) as { disabled: boolean }).disabled, true);
+      await bobRow.getByRole('button', { name: 'Enable' }).click();
+      await page.getByRole('dialog').getByRole('button', { name: 'Enable' }).click();
+      await bobRow.locator('.badge', { hasText: 'Active' }).waitFor();
+      assert.equal(((await api('GET', '/api/v1/users/bob')) as { disabled: boolean }).disabled, false);
       // Test runs one lookup against the device manager.
       await page.goto(`${origin}/device-managers`);
       await page.locator('tr[data-row="intune"]').getByRole('button', { name: 'Test' }).click();
@@ -404,9 +415,11 @@ void describe('a viewer sees everything and changes nothing', () => {
           assert.equal(await page.getByRole('button', { name, exact: true }).or(page.getByRole('link', { name, exact: true })).count(), 0, `${path}: "${name}" shown to a viewer`);
         }
         // Reading still works: the objects are listed.
-        if (path === '/services') await page.locator(`tr[data-row="${SERVICE}"]`).waitFor();
+        if (path === '/services') {
+          await page.locator(`tr[data-row="${SERVICE}"]`).waitFor();
+          await shot(page, '16-viewer-services');
+        }
       }
-      await shot(page, '16-viewer-services');
       // The API refuses the viewer's write even when it carries the session's CSRF token.
       const answer = await page.evaluate(async () => {
         const session = (await (await fetch('/console/session')).json()) as { csrfToken: string };
