@@ -12,7 +12,7 @@ import { AUDIENCE, BACKEND_TOKEN, rawExchange, recorded, startHarness, statusOf,
 import type { Harness } from './proxy.testing.ts';
 import { createHmac } from 'node:crypto';
 import { exportJWK, generateKeyPair } from 'jose';
-import { handBuiltToken, idTokenClaims, signHandBuilt } from '../lib/oidc/test-issuer.testing.ts';
+import { fakeClock, handBuiltToken, idTokenClaims, signHandBuilt } from '../lib/oidc/test-issuer.testing.ts';
 
 const b64 = (value: object): string => Buffer.from(JSON.stringify(value)).toString('base64url');
 
@@ -260,6 +260,18 @@ void describe('kube proxy forwarding', () => {
     }
     assert.equal(h.backend.requests.length, 0);
     assert.ok(h.events.every((e) => e.decision === 'deny' && e.user === ''));
+  });
+
+  void test('a verified token is remembered briefly (same identity), and refused once expired', async (t) => {
+    const clock = fakeClock(Date.now());
+    const h = await withHarness(t, { options: { clock } });
+    const token = await h.issuer.sign(idTokenClaims(h.issuer.issuer, AUDIENCE, clock.now(), { exp: Math.floor(clock.now() / 1000) + 10 }));
+    const get = async (): Promise<number> => statusOf((await rawExchange(h, [request('GET', '/api/v1/pods', [['Authorization', `Bearer ${token}`]])])).text);
+    assert.equal(await get(), 200);
+    assert.equal(await get(), 200);
+    assert.deepEqual(h.backend.requests.map((r) => recorded(r, 'impersonate-user')[0]), ['ada@example.com', 'ada@example.com']);
+    clock.advance(45_000);
+    assert.equal(await get(), 401, 'past exp (and the verifier\'s 30 s tolerance) the cached identity is not used');
   });
 
   void test('KP-10 IdP groups never become system:masters, and a system: username is refused', async (t) => {

@@ -21,6 +21,7 @@
  * (CL+TE, duplicate Content-Length, obs-fold, bare LF): 400 and the socket closed; a header block
  * past maxHeaderBytes gets 431.
  */
+import { createHash } from 'node:crypto';
 import { Agent as HttpsAgent, createServer, request as httpsRequest } from 'node:https';
 import type { Server } from 'node:https';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
@@ -47,6 +48,8 @@ import type { KubeCaller, KubeDecisionContext } from './rules.ts';
 import { BEARER_SUBPROTOCOL_PREFIX, checkUpgrade, offeredSubprotocols, pipeBoth, responseHead } from './upgrade.ts';
 
 const DEFAULT_MAX_HEADER_BYTES = 32 * 1024;
+const VERIFIED_TTL_MS = 30_000;
+const VERIFIED_MAX = 4096;
 const REASONS: Readonly<Record<number, string>> = { 400: 'BadRequest', 401: 'Unauthorized', 403: 'Forbidden', 404: 'NotFound', 431: 'BadRequest', 500: 'InternalError', 502: 'InternalError', 503: 'ServiceUnavailable' };
 const STATUS_TEXT: Readonly<Record<number, string>> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 431: 'Request Header Fields Too Large', 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable' };
 
@@ -127,6 +130,7 @@ class KubeProxyServer implements KubeProxy {
   readonly #basePath: string;
   readonly #name: string;
   readonly #sockets = new Set<Duplex>();
+  readonly #verified = new Map<string, { identity: MappedIdentity; userId: string; until: number }>();
   #ctx: KubeDecisionContext | undefined;
   #unsubscribe: (() => void) | undefined;
   #closing: Promise<void> | undefined;
@@ -317,9 +321,7 @@ class KubeProxyServer implements KubeProxy {
     let identity: MappedIdentity;
     let userId: string;
     try {
-      const verified = await this.#verifier.verify(match[1]);
-      identity = mapClaims(verified.claims, this.#o.claims ?? {});
-      userId = verified.subject;
+      ({ identity, userId } = await this.#verifyToken(match[1]));
     } catch (err) {
       const code = err instanceof CausewayError ? err.code : 'TOKEN_INVALID';
       const detail = err instanceof CausewayError ? err.message : 'the token could not be verified';
@@ -342,6 +344,29 @@ class KubeProxyServer implements KubeProxy {
       ...(identity.device !== undefined ? { extra: { [DEVICE_EXTRA_KEY]: [identity.device] } } : {}),
     };
     return { ok: true, admitted: { caller, identity, who, impersonation } };
+  }
+
+  /**
+   * A verified token's identity, from a small cache: kubectl sends the same token with every request
+   * until it expires, and checking a signature each time is most of the proxy's own latency. An entry
+   * lives at most VERIFIED_TTL_MS and never past the token's exp; only successes are cached, keyed by
+   * the token's SHA-256.
+   */
+  async #verifyToken(token: string): Promise<{ identity: MappedIdentity; userId: string }> {
+    const now = this.#clock.now();
+    const key = createHash('sha256').update(token).digest('base64url');
+    const hit = this.#verified.get(key);
+    if (hit !== undefined && hit.until > now) return hit;
+    if (hit !== undefined) this.#verified.delete(key);
+    const verified = await this.#verifier.verify(token);
+    const identity = mapClaims(verified.claims, this.#o.claims ?? {});
+    const entry = { identity, userId: verified.subject, until: Math.min(now + VERIFIED_TTL_MS, verified.expiresAt.getTime()) };
+    if (this.#verified.size >= VERIFIED_MAX) {
+      for (const [k, v] of this.#verified) if (v.until <= now) this.#verified.delete(k);
+      if (this.#verified.size >= VERIFIED_MAX) this.#verified.delete(this.#verified.keys().next().value as string);
+    }
+    this.#verified.set(key, entry);
+    return entry;
   }
 
   #backendToken(): string | undefined {
