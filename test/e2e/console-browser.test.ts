@@ -210,6 +210,8 @@ void describe('the Command Center: an admin sets up access through the forms', (
       const problem = page.locator('[data-path="spec.users.emails"] .field-error');
       await problem.waitFor();
       assert.match(await problem.innerText(), /email/);
+      // The preview says why it cannot answer while the role is invalid.
+      assert.match(await page.locator('.preview-card .notice-warning').innerText({ timeout: 15_000 }), /emails.*email address/);
       await shot(page, '03-role-form-problem');
       await page.fill('#role-emails', '');
       await page.getByRole('button', { name: 'Create role' }).click();

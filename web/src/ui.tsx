@@ -353,11 +353,16 @@ export function Field({ label, hint, problems, path, children, htmlFor, wide }: 
       {hint === undefined ? null : <div className="field-hint">{hint}</div>}
       {own.map((p) => (
         <div className="field-error" role="alert" key={`${p.path}:${p.message}`} data-problem-path={p.path}>
-          {p.path === path ? '' : `${p.path.slice(path?.length ?? 0).replace(/^\./, '')}: `}{p.message}
+          {p.path === path ? '' : `${subPath(p.path.slice(path?.length ?? 0))}: `}{p.message}
         </div>
       ))}
     </div>
   );
+}
+
+/** `[0]` → `item 1`, `.start` → `start`, `[1].roles` → `item 2 roles`: where inside a field a problem is. */
+function subPath(rest: string): string {
+  return rest.replace(/^\./, '').replace(/\[(\d+)\]\.?/g, (_m, index: string) => `item ${Number(index) + 1} `).trim();
 }
 
 /** Problems about a whole group of fields (`spec.backend`), not one of them. */
