@@ -12,6 +12,13 @@
  * (bin/causeway.js in a child process, CAUSEWAY_HOME in a temp dir) or with the same commands in
  * this process when a test must choose what the machine reports (posture factors, serial number).
  *
+ * With the `kubeProxy` option, Causeway's kube proxy (`causeway kube-proxy`, enrolled with a join
+ * token, following the config stream) sits between the connector and the fake API, which then
+ * trusts only the proxy's token and requires impersonation; kubectl authenticates with the exec
+ * credential plugin (`causeway kube-credential --cluster e2e`):
+ *
+ *   kubectl ──> client proxy ══> access tier <══ connector ──> kube proxy ──Impersonate-*──> fake Kubernetes API
+ *
  * Everything listens on 127.0.0.1; `close()` stops all of it and removes the temp dir.
  */
 import assert from 'node:assert/strict';
@@ -35,6 +42,8 @@ import type { ClientProxy } from '../../src/client/proxy.ts';
 import type { CollectedPosture } from '../../src/client/posture/index.ts';
 import { registerConnectorCommand } from '../../src/connector/command.ts';
 import type { Connector } from '../../src/connector/index.ts';
+import { registerKubeProxyCommand } from '../../src/kube-proxy/command.ts';
+import type { KubeProxy } from '../../src/kube-proxy/index.ts';
 import { startServer } from '../../src/control-plane/command.ts';
 import type { RunningServer } from '../../src/control-plane/command.ts';
 import type { AccessEvent } from '../../src/lib/audit/index.ts';
@@ -48,12 +57,16 @@ import type { ServiceSpec } from '../../src/lib/spec/index.ts';
 import type { FactorValues } from '../../src/lib/trust/index.ts';
 import { makeServerCert, makeTestCa } from './certs.ts';
 import { startFakeKube } from './fake-kube/index.ts';
-import type { FakeKube } from './fake-kube/index.ts';
+import type { FakeKube, FakeKubeOptions } from './fake-kube/index.ts';
 import { repoRoot, writeKubeconfig } from './kubectl.ts';
 
 export const PASSWORD = 'correct horse battery staple';
 export const DOMAIN = 'kube.devices.causeway.test';
 export const SERVICE = 'e2e-k8s';
+/** The cluster name of the Service (and the kube proxy's --cluster-name). */
+export const CLUSTER = 'e2e';
+/** The kube proxy's own credential at the fake API (its "service account token"), with the kubeProxy option. */
+export const KUBE_PROXY_TOKEN = 'e2e-kube-proxy-sa-token-0123456789';
 const BIN = join(repoRoot, 'bin', 'causeway.js');
 const SERIAL_FILE = '/sys/class/dmi/id/product_serial';
 
@@ -93,6 +106,11 @@ export interface DeviceSystem {
   readonly accessTier: AccessTier;
   readonly accessTierAddress: string;
   readonly service: ServiceSpec;
+  /** With the kubeProxy option: the running kube proxy, and the CA of its serving certificate (the Service's caPublicKey). */
+  readonly kubeProxy: KubeProxy | undefined;
+  readonly kubeProxyServingCa: string | undefined;
+  /** With the kubeProxy option: what `causeway kube-proxy` printed at start. */
+  readonly kubeProxyPrinted: string;
   /** The admin API with the first admin token. */
   api(method: string, path: string, body?: unknown): Promise<ApiAnswer>;
   /** PUT of a spec document through the admin API (create or replace). */
@@ -105,8 +123,12 @@ export interface DeviceSystem {
   run(home: string, args: string[], machine: MachineFacts, stdin?: string): Promise<InProcessRun>;
   /** A client proxy for the service, with the trust certificate files of `home` (re-read when they change). */
   proxyFor(home: string): Promise<ClientProxy>;
-  /** A kubeconfig and environment for kubectl through this proxy. */
-  kubectlSetup(proxy: ClientProxy, name: string): { kubeconfig: string; env: Record<string, string> };
+  /**
+   * A kubeconfig and environment for kubectl through this proxy. With `home` (needed with the
+   * kubeProxy option) the kubeconfig's user runs `causeway kube-credential --cluster e2e` with that
+   * home, and `cluster` overrides the plugin's --cluster (a token for another cluster).
+   */
+  kubectlSetup(proxy: ClientProxy, name: string, home?: string, cluster?: string): { kubeconfig: string; env: Record<string, string> };
   /** device.json of a home. */
   deviceId(home: string): Promise<string>;
   /** A posture nonce for the device of `home`, with that home's session. */
@@ -127,6 +149,13 @@ export interface DeviceSystemOptions {
   env?: Record<string, string>;
   /** --trust-cert-lifetime, minutes. */
   trustCertLifetime?: number;
+  /** Put the kube proxy between the connector and the fake API (see the module comment). */
+  kubeProxy?: {
+    /** More `causeway kube-proxy` flags. */
+    args?: string[];
+    /** The fake API's stand-in for RBAC, asked with the impersonated user. */
+    authorize?: FakeKubeOptions['authorize'];
+  };
 }
 
 async function freePort(): Promise<number> {
@@ -199,14 +228,48 @@ export async function startDeviceSystem(options: DeviceSystemOptions = {}): Prom
     // The fake API, serving a certificate of the cluster's own CA for the service domain.
     const kubeCa = await makeTestCa({ commonName: 'e2e devices cluster CA' });
     const kubeCert = await makeServerCert(kubeCa, { dnsNames: [DOMAIN, 'localhost'], ipAddresses: ['127.0.0.1'] });
-    const kube = await startFakeKube({ host: '127.0.0.1', port: 0, certPem: kubeCert.certPem, keyPem: kubeCert.keyPem, caPem: kubeCert.caPem, bearerToken: 'kubectl-test-token' });
+    const kubeAuth: FakeKubeOptions =
+      options.kubeProxy === undefined ? { bearerToken: 'kubectl-test-token' } : { impersonation: { proxyToken: KUBE_PROXY_TOKEN }, ...(options.kubeProxy.authorize === undefined ? {} : { authorize: options.kubeProxy.authorize }) };
+    const kube = await startFakeKube({ host: '127.0.0.1', port: 0, certPem: kubeCert.certPem, keyPem: kubeCert.keyPem, caPem: kubeCert.caPem, ...kubeAuth });
     toClose.push(() => kube.close());
 
-    const joinToken = async (kind: 'access-tier' | 'connector', name: string): Promise<{ token: string; caPin: string }> => {
+    const joinToken = async (kind: 'access-tier' | 'connector' | 'kube-proxy', name: string): Promise<{ token: string; caPin: string }> => {
       const r = await api('POST', '/api/v1/join-tokens', { kind, name });
       assert.equal(r.status, 201, JSON.stringify(r.body));
       return r.body as { token: string; caPin: string };
     };
+
+    // causeway kube-proxy --control-plane URL --join-token T --ca-pin PIN --data-dir DIR --cluster-name e2e …
+    let kubeProxy: KubeProxy | undefined;
+    let kubeProxyServingCa: string | undefined;
+    let kubeProxyPrinted = '';
+    if (options.kubeProxy !== undefined) {
+      const kpJoin = await joinToken('kube-proxy', 'kp-e2e');
+      const backendDir = join(dir, 'kube-proxy-backend');
+      await mkdir(backendDir, { recursive: true, mode: 0o700 });
+      const backendKubeconfig = writeKubeconfig(backendDir, { server: kube.url, caPem: kube.caPem, token: KUBE_PROXY_TOKEN });
+      let kpParts: Closable[] = [];
+      const kpProgram = new Command('causeway').exitOverride();
+      registerKubeProxyCommand(kpProgram, {
+        cwd: () => dir,
+        env: () => ({ CAUSEWAY_JOIN_TOKEN: kpJoin.token }),
+        logDestination: quiet,
+        print: (text) => (kubeProxyPrinted += text),
+        serviceAccountDir: join(dir, 'no-service-account'),
+        onStarted: (parts, started) => {
+          kpParts = parts;
+          kubeProxy = started;
+        },
+      });
+      await kpProgram.parseAsync(['node', 'causeway', 'kube-proxy', '--control-plane', publicUrl, '--ca-pin', kpJoin.caPin, '--data-dir', 'kube-proxy', '--cluster-name', CLUSTER, '--listen', '127.0.0.1:0', '--backend-kubeconfig', backendKubeconfig, '--serving-name', DOMAIN, ...(options.kubeProxy.args ?? [])]);
+      toClose.push(async () => {
+        for (const part of [...kpParts].reverse()) await part.close();
+      });
+      assert.ok(kubeProxy !== undefined);
+      kubeProxyServingCa = await readFile(join(dir, 'kube-proxy', 'serving', 'serving-ca.crt'), 'utf8');
+    }
+    const backendAddress = kubeProxy === undefined ? `127.0.0.1:${kube.port}` : `127.0.0.1:${kubeProxy.port}`;
+    const backendCa = kubeProxyServingCa ?? kubeCa.certPem;
 
     // causeway access-tier --control-plane URL --join-token T --ca-pin PIN --data-dir DIR --listen …
     const edgeJoin = await joinToken('access-tier', 'edge-1');
@@ -236,8 +299,8 @@ export async function startDeviceSystem(options: DeviceSystemOptions = {}): Prom
       connector: 'dc1',
       domain: DOMAIN,
       port: 443,
-      backend: { dnsOverride: `127.0.0.1:${kube.port}` },
-      kubernetes: { clusterName: 'e2e', caPublicKey: kubeCa.certPem },
+      backend: { dnsOverride: backendAddress },
+      kubernetes: { clusterName: CLUSTER, caPublicKey: backendCa },
       policy: { name: 'k8s', mode: 'enforcing' },
     });
     await put('AccessTier', 'edge-1', { cluster: 'e2e', address: accessTierAddress });
@@ -277,6 +340,8 @@ export async function startDeviceSystem(options: DeviceSystemOptions = {}): Prom
     });
     const edge = accessTier;
     await until(() => edge.stats().tunnels.some((t) => t.connector === 'dc1'), 15_000, "the connector's tunnel to the access tier");
+    const kp = kubeProxy;
+    if (kp !== undefined) await until(() => kp.stats().ready, 15_000, "the kube proxy's first configuration");
 
     const noClientConfig = join(dir, 'no-client-config.yaml');
     const cli = (args: string[], o: { env?: Record<string, string>; stdin?: string; timeoutMs?: number } = {}): Promise<CliResult> =>
@@ -344,8 +409,13 @@ export async function startDeviceSystem(options: DeviceSystemOptions = {}): Prom
 
     const kubeDir = join(dir, 'kubeconfigs');
     await mkdir(kubeDir, { recursive: true });
-    const kubectlSetup = (proxy: ClientProxy, name: string): { kubeconfig: string; env: Record<string, string> } => ({
-      kubeconfig: writeKubeconfig(kubeDir, { server: `https://${DOMAIN}`, caPem: kubeCa.certPem, fileName: `kubeconfig-${name}` }),
+    const kubectlSetup = (proxy: ClientProxy, name: string, home?: string, cluster = CLUSTER): { kubeconfig: string; env: Record<string, string> } => ({
+      kubeconfig: writeKubeconfig(kubeDir, {
+        server: `https://${DOMAIN}`,
+        caPem: backendCa,
+        fileName: `kubeconfig-${name}`,
+        ...(home === undefined ? {} : { exec: { command: process.execPath, args: [BIN, 'kube-credential', '--cluster', cluster], env: { CAUSEWAY_HOME: home, CAUSEWAY_CLIENT_CONFIG: noClientConfig, HOME: join(dir, 'no-home') } } }),
+      }),
       env: { HTTPS_PROXY: `http://127.0.0.1:${proxy.port()}` },
     });
 
@@ -395,6 +465,11 @@ export async function startDeviceSystem(options: DeviceSystemOptions = {}): Prom
       accessTier: edge,
       accessTierAddress,
       service,
+      kubeProxy,
+      kubeProxyServingCa,
+      get kubeProxyPrinted() {
+        return kubeProxyPrinted;
+      },
       api,
       put,
       cli,
