@@ -19,7 +19,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { launchBrowser, withPage } from '../kit/browser.ts';
@@ -383,8 +383,18 @@ void describe('the Command Center: an admin sets up access through the forms', (
       await page.goto(`${origin}/events`);
       await page.locator('td', { hasText: 'no-matching-role' }).first().waitFor();
       await page.selectOption('select[name="decision"]', 'deny');
+      await page.fill('input[name="reason"]', 'no-matching-role');
+      await page.fill('input[name="user"]', 'bob');
       await page.getByRole('button', { name: 'Apply' }).click();
-      await until(async () => (await page.locator('tbody tr').allInnerTexts()).every((row) => /deny/.test(row)), 10_000, 'only denials listed');
+      await until(async () => (await page.locator('tbody tr').allInnerTexts()).every((row) => /deny/.test(row) && /bob/.test(row) && /no-matching-role/.test(row)), 10_000, "only bob's no-matching-role denials listed");
+      // Export: the same filters, as JSON lines.
+      const downloading = page.waitForEvent('download');
+      await page.getByRole('link', { name: 'Export JSON lines' }).click();
+      const download = await downloading;
+      const exported = (await readFile(await download.path(), 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { decision: string; reasons: string[]; user?: string });
+      const bob = (await api('GET', '/api/v1/users/bob')) as { id: string };
+      assert.ok(exported.length >= binaries.length, `${exported.length} exported events`);
+      assert.ok(exported.every((e) => e.decision === 'deny' && e.reasons.includes('no-matching-role') && e.user === bob.id), JSON.stringify(exported.slice(0, 3)));
       // A join token with the exact command to run.
       await page.goto(`${origin}/network`);
       await page.getByRole('button', { name: 'Create join token' }).click();
