@@ -368,6 +368,26 @@ void describe('the Command Center: an admin sets up access through the forms', (
       await page.getByRole('dialog').getByRole('button', { name: 'Enable' }).click();
       await bobRow.locator('.badge', { hasText: 'Active' }).waitFor();
       assert.equal(((await api('GET', '/api/v1/users/bob')) as { disabled: boolean }).disabled, false);
+      // Ban and unban bob's device from the Devices page.
+      await page.goto(`${origin}/devices`);
+      const bobDevice = page.locator('tbody tr').filter({ has: page.locator('td', { hasText: /^bob$/ }) });
+      await bobDevice.getByRole('button', { name: 'Ban' }).click();
+      await page.getByRole('dialog').getByRole('button', { name: 'Ban' }).click();
+      await bobDevice.locator('.badge', { hasText: 'Banned' }).waitFor();
+      const bobId = ((await api('GET', '/api/v1/users/bob')) as { id: string }).id;
+      const banned = ((await api('GET', '/api/v1/devices?user=bob')) as { items: Array<{ userId: string; banned: boolean }> }).items;
+      assert.ok(banned.length > 0 && banned.every((d) => d.userId === bobId && d.banned), JSON.stringify(banned));
+      await bobDevice.getByRole('button', { name: 'Unban' }).click();
+      await page.getByRole('dialog').getByRole('button', { name: 'Unban' }).click();
+      await bobDevice.getByRole('button', { name: 'Ban' }).waitFor();
+      // Edit a role: the form starts from the stored object and saves at its version.
+      await page.goto(`${origin}/roles/eng`);
+      assert.equal(await page.inputValue('#role-groups'), 'eng');
+      assert.equal(await page.locator('#role-name').getAttribute('readonly'), '');
+      await page.fill('#role-description', 'Engineers on registered laptops (reviewed)');
+      await page.getByRole('button', { name: 'Save role' }).click();
+      await page.waitForURL(`${origin}/roles`);
+      await page.locator('tr[data-row="eng"]', { hasText: '(reviewed)' }).waitFor();
       // Test runs one lookup against the device manager.
       await page.goto(`${origin}/device-managers`);
       await page.locator('tr[data-row="intune"]').getByRole('button', { name: 'Test' }).click();
