@@ -5,10 +5,16 @@
  *
  * - `causeway login`, then `causeway services` lists both Kubernetes services;
  * - `causeway connect e2e-k8s` starts the background agent on demand (detached), which starts the local
- *   proxy on the service's listen port and writes cluster, context and (the cluster keeps its own auth:
- *   authentication 'cluster') the context's existing user into the kubeconfig; then plain
- *   `kubectl --context e2e get pods` works with NO proxy environment variables;
- * - a second Kubernetes service (its own fake API, its own CA) connects on its own port; both work at once;
+ *   proxy on the service's listen port and writes cluster, context and user into the kubeconfig. The
+ *   service has authentication 'oidc' (the default): its fake API trusts only Causeway's ID tokens for
+ *   audience `kubernetes:e2e` (verified against the control plane's discovery and JWKS, as
+ *   kube-apiserver's --oidc-* flags do), and the kubeconfig's user `causeway-e2e` runs the exec plugin
+ *   `causeway kube-credential --cluster e2e`. Then plain `kubectl --context e2e get pods` works with NO
+ *   proxy or Causeway environment variables (kubectl gets PATH, HOME and KUBECONFIG, as in any shell; the
+ *   client's home is the default ~/.config/causeway), and the fake API saw alice's email;
+ * - a second Kubernetes service (its own fake API, its own CA, authentication 'cluster': the context uses
+ *   the kubeconfig's existing user of the cluster's name, a static token) connects on its own port; both
+ *   kubeconfig user shapes work at once;
  * - `causeway status` lists both connections; `causeway disconnect e2e-k8s` makes kubectl fail with a
  *   clear error (connection refused at the local proxy's port) while the other keeps working;
  * - autorun: the agent started with `causeway agent` (foreground) brings up the service the catalog marks
@@ -19,15 +25,18 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { accessSync, constants as fsConstants, existsSync } from 'node:fs';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
 import { agentRequest, agentStatus } from '../../src/client/agent-client.ts';
 import type { AgentStatus } from '../../src/client/agent-client.ts';
+import { resolveCausewayCommand } from '../../src/client/kubeconfig.ts';
+import { jwtPayload } from '../../src/lib/session/index.ts';
 import { makeServerCert, makeTestCa } from '../kit/certs.ts';
-import { DOMAIN, SERVICE, newHome, startDeviceSystem, until } from '../kit/device-system.ts';
+import { DOMAIN, SERVICE, startDeviceSystem, until } from '../kit/device-system.ts';
 import type { DeviceSystem } from '../kit/device-system.ts';
 import { startFakeKube } from '../kit/fake-kube/index.ts';
 import type { FakeKube } from '../kit/fake-kube/index.ts';
@@ -39,9 +48,24 @@ const SECOND = 'e2e-k8s-2';
 const SECOND_DOMAIN = 'kube2.devices.causeway.test';
 const TOKEN = 'kubectl-test-token';
 const BIN = join(repoRoot, 'bin', 'causeway.js');
+/** The first service's Kubernetes cluster name (its context, and the audience of its tokens). */
+const FIRST = 'e2e';
+const PODS = '/api/v1/namespaces/default/pods';
+/**
+ * The user's PATH, for the CLI, the agent and kubectl (whose exec plugin inherits it): this test's PATH with
+ * the directory of the Node running it first. Under npm scripts and npx, node_modules/.bin (the pinned Node)
+ * already comes first; this keeps it so when the runner was started some other way, so the plugin's
+ * `#!/usr/bin/env node` (bin/causeway.js) never finds an older system Node that cannot run the sources.
+ */
+const USER_PATH = [dirname(process.execPath), process.env.PATH ?? '/usr/bin:/bin'].join(delimiter);
 
 let system: DeviceSystem;
+/** The first cluster's API: only Causeway's ID tokens for kubernetes:e2e get in. */
+let kube1: FakeKube;
 let kube2: FakeKube;
+/** The user's home directory ($HOME of the CLI and of kubectl). */
+let userHome: string;
+/** The client's home: the default, ~/.config/causeway, so kubectl's exec plugin finds it with HOME alone. */
 let home: string;
 let kubeconfig: string;
 let managedConfig: string;
@@ -58,7 +82,8 @@ async function freePort(): Promise<number> {
 }
 
 function cliEnv(): Record<string, string> {
-  return { CAUSEWAY_HOME: home, KUBECONFIG: kubeconfig, HOME: join(system.dir, 'user-home'), CAUSEWAY_CLIENT_CONFIG: managedConfig };
+  // No CAUSEWAY_HOME: the CLI and the agent find the client's home under HOME, as kubectl's exec plugin will.
+  return { PATH: USER_PATH, KUBECONFIG: kubeconfig, HOME: userHome, CAUSEWAY_CLIENT_CONFIG: managedConfig };
 }
 
 async function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -80,8 +105,31 @@ async function stopAgent(): Promise<void> {
 }
 
 function kubectl(bin: KubectlBinary, context: string, args: string[] = ['get', 'pods', '-o', 'name']): Promise<KubectlResult> {
-  // Only PATH, HOME and KUBECONFIG: no HTTPS_PROXY or anything else; the kubeconfig carries the proxy-url.
-  return runKubectl(bin.path, ['--context', context, ...args, '--request-timeout=15s'], { kubeconfig, timeoutMs: 45_000 });
+  // Only PATH, HOME and KUBECONFIG (what any shell has; the kit adds its own KUBECACHEDIR): no HTTPS_PROXY, no
+  // CAUSEWAY_*; the kubeconfig carries the proxy-url and the exec plugin.
+  return runKubectl(bin.path, ['--context', context, ...args, '--request-timeout=15s'], { kubeconfig, env: { PATH: USER_PATH, HOME: userHome }, timeoutMs: 60_000 });
+}
+
+interface KubeconfigFile {
+  users: Array<{ name: string; user: Record<string, unknown> }>;
+  contexts: Array<{ name: string; context: { cluster: string; user: string } }>;
+}
+
+async function readKubeconfig(): Promise<KubeconfigFile> {
+  return parseYaml(await readFile(kubeconfig, 'utf8')) as KubeconfigFile;
+}
+
+/** The exec plugin command the agent writes for this environment (kubeconfig.ts resolveCausewayCommand). */
+function expectedPlugin(): { command: string; args: string[] } {
+  const isExecutable = (file: string): boolean => {
+    try {
+      accessSync(file, fsConstants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  return resolveCausewayCommand({ pathEnv: USER_PATH, script: BIN, execPath: process.execPath, isExecutable });
 }
 
 before(async () => {
@@ -89,13 +137,27 @@ before(async () => {
   system = await startDeviceSystem();
   port1 = await freePort();
   port2 = await freePort();
-  // The first service, now in the catalog on a fixed port; the cluster keeps its own authentication (a token).
+  // The first cluster's API trusts Causeway as its OIDC issuer (kube-apiserver --oidc-issuer-url, --oidc-client-id
+  // kubernetes:e2e, --oidc-ca-file): the kit's fake API with its static token is replaced by this one.
+  const ca1 = await makeTestCa({ commonName: 'e2e first cluster CA' });
+  const cert1 = await makeServerCert(ca1, { dnsNames: [DOMAIN], ipAddresses: ['127.0.0.1'] });
+  kube1 = await startFakeKube({
+    host: '127.0.0.1',
+    port: 0,
+    certPem: cert1.certPem,
+    keyPem: cert1.keyPem,
+    caPem: cert1.caPem,
+    oidc: { issuer: system.publicUrl, audience: `kubernetes:${FIRST}`, caPem: system.caPem },
+  });
+  // The first service, now in the catalog on a fixed port, reaching that API; authentication is not given, so
+  // it is the default, 'oidc'.
   await system.put('Service', SERVICE, {
     ...system.service.spec,
     showInCatalog: true,
     autorun: false,
     client: { listenPort: port1, allowUserOverride: false },
-    kubernetes: { ...system.service.spec.kubernetes, authentication: 'cluster' },
+    backend: { ...system.service.spec.backend, dnsOverride: `127.0.0.1:${kube1.port}` },
+    kubernetes: { clusterName: FIRST, caPublicKey: ca1.certPem },
   });
   // A second cluster: its own fake API and CA, reached through the same access tier and connector.
   const ca2 = await makeTestCa({ commonName: 'e2e second cluster CA' });
@@ -118,13 +180,18 @@ before(async () => {
   // Laptops the user owns are trusted without conditions here: the agent reports this machine's real posture
   // in the background, which must not decide these tests (device trust has its own e2e).
   await system.put('TrustProfile', 'laptops', { appliesTo: { ownership: ['other'] }, staleAfter: '15m', factors: [] });
-  home = await newHome(system, 'agent');
-  const kubeDir = join(system.dir, 'user-home', '.kube');
+  userHome = join(system.dir, 'user-home');
+  await mkdir(userHome, { mode: 0o700 });
+  await chmod(userHome, 0o700);
+  home = join(userHome, '.config', 'causeway');
+  await mkdir(home, { recursive: true, mode: 0o700 });
+  const kubeDir = join(userHome, '.kube');
   await mkdir(kubeDir, { recursive: true, mode: 0o700 });
   kubeconfig = join(kubeDir, 'config');
   managedConfig = join(system.dir, 'client.yaml');
   await writeFile(managedConfig, '{}\n', { mode: 0o600 });
-  // The user's own kubeconfig: an unrelated cluster, and the clusters' own credentials as users named after them.
+  // The user's own kubeconfig: an unrelated cluster, and the clusters' own credentials as users named after them
+  // (the first cluster's is no longer what its context uses; the second cluster's is).
   await writeFile(
     kubeconfig,
     [
@@ -167,6 +234,7 @@ after(async () => {
     }
   }
   await kube2?.close();
+  await kube1?.close();
   await system?.close();
 });
 
@@ -190,13 +258,44 @@ void describe('causeway services, connect, status, disconnect with the backgroun
     assert.match(text, new RegExp(`proxy-url: http://localhost:${port1}`));
     assert.match(text, /current-context: unrelated/, 'the current context is left alone');
     assert.ok(existsSync(`${kubeconfig}.causeway.bak`), 'the previous file is backed up');
+    // authentication 'oidc': the context's user is Causeway's exec plugin, with no environment of its own.
+    const parsed = await readKubeconfig();
+    assert.deepEqual(parsed.contexts.find((c) => c.name === FIRST)?.context, { cluster: FIRST, user: `causeway-${FIRST}` });
+    const plugin = expectedPlugin();
+    assert.deepEqual(parsed.users.find((u) => u.name === `causeway-${FIRST}`)?.user, {
+      exec: {
+        apiVersion: 'client.authentication.k8s.io/v1',
+        command: plugin.command,
+        args: [...plugin.args, 'kube-credential', '--cluster', FIRST],
+        interactiveMode: 'Never',
+        provideClusterInfo: false,
+      },
+    });
+    assert.deepEqual(parsed.users.find((u) => u.name === FIRST)?.user, { token: TOKEN }, "the user's own entry of that name is untouched");
   });
 
   for (const bin of binaries) {
-    void test(`kubectl ${bin.version}: plain kubectl --context e2e get pods works with no proxy environment`, async () => {
-      const r = await kubectl(bin, 'e2e');
+    void test(`kubectl ${bin.version}: plain kubectl --context e2e get pods works with no proxy environment, through the exec plugin; the API verified alice's ID token`, async () => {
+      kube1.clearRequests();
+      const r = await kubectl(bin, FIRST);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /^pod\/web-1$/m);
+      const seen = kube1.requests.find((q) => q.path === PODS);
+      assert.ok(seen !== undefined, `the first cluster's API was asked for pods: ${JSON.stringify(kube1.requests.map((q) => [q.path, q.authError]))}`);
+      assert.deepEqual(seen.user, { user: 'alice@example.com', groups: ['eng', 'system:authenticated'] });
+      const bearer = /^Bearer (\S+)$/.exec(String(seen.headers.authorization ?? ''));
+      assert.ok(bearer !== null, 'kubectl sent a bearer token');
+      const claims = jwtPayload(bearer[1]);
+      assert.equal(claims.aud, `kubernetes:${FIRST}`);
+      assert.equal(claims.iss, system.publicUrl);
+      assert.equal(claims.device, await system.deviceId(home), 'the token names the logged-in device');
+      // The API takes nothing else: the kubeconfig's old static-token user for this cluster is refused.
+      kube1.clearRequests();
+      const stale = await kubectl(bin, FIRST, ['--user', FIRST, 'get', 'pods', '-o', 'name']);
+      assert.notEqual(stale.code, 0);
+      assert.match(stale.stderr, /Unauthorized|must be logged in/, stale.stderr);
+      assert.ok(kube1.requests.length > 0, 'the refusal came from the API');
+      for (const q of kube1.requests) assert.deepEqual([q.path, q.user, q.authError], [q.path, undefined, 'TOKEN_MALFORMED'], 'every request was refused as not an ID token');
     });
   }
 
@@ -216,12 +315,21 @@ void describe('causeway services, connect, status, disconnect with the backgroun
     const r = await cli(['connect', SECOND]);
     assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
     assert.match(r.stdout, new RegExp(`^Connected ${SECOND} on 127\\.0\\.0\\.1:${port2}; kubectl --context second get pods`, 'm'));
+    // authentication 'cluster': the context uses the kubeconfig's own user of the cluster's name; no Causeway user.
+    const parsed = await readKubeconfig();
+    assert.deepEqual(parsed.contexts.find((c) => c.name === 'second')?.context, { cluster: 'second', user: 'second' });
+    assert.deepEqual(parsed.users.find((u) => u.name === 'second')?.user, { token: TOKEN });
+    assert.equal(parsed.users.find((u) => u.name === 'causeway-second'), undefined);
+    assert.ok(parsed.users.some((u) => u.name === `causeway-${FIRST}`), "the first service's user is kept");
     for (const bin of binaries) {
-      const [a, b] = await Promise.all([kubectl(bin, 'e2e'), kubectl(bin, 'second')]);
+      kube1.clearRequests();
+      kube2.clearRequests();
+      const [a, b] = await Promise.all([kubectl(bin, FIRST), kubectl(bin, 'second')]);
       assert.equal(a.code, 0, `${bin.version} e2e: ${a.stderr}`);
       assert.equal(b.code, 0, `${bin.version} second: ${b.stderr}`);
+      assert.deepEqual(kube1.requests.find((q) => q.path === PODS)?.user?.user, 'alice@example.com', `${bin.version}: the first cluster saw alice's ID token`);
+      assert.deepEqual(kube2.requests.find((q) => q.path === PODS)?.user?.user, 'token-user', `${bin.version}: the second cluster saw its own token`);
     }
-    assert.ok(kube2.requests.length > 0, 'the second cluster was reached');
   });
 
   void test('causeway status lists both connections with their ports and bytes, the trust certificate and the device', async () => {
@@ -243,7 +351,7 @@ void describe('causeway services, connect, status, disconnect with the backgroun
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, new RegExp(`Disconnected ${SERVICE}\\.`));
     for (const bin of binaries) {
-      const refused = await kubectl(bin, 'e2e');
+      const refused = await kubectl(bin, FIRST);
       assert.notEqual(refused.code, 0);
       assert.match(refused.stderr, new RegExp(`127\\.0\\.0\\.1:${port1}.*connection refused|localhost:${port1}.*connection refused|proxyconnect.*connection refused`, 'i'), refused.stderr);
       const still = await kubectl(bin, 'second');
@@ -264,7 +372,7 @@ void describe('autorun', () => {
   void test('causeway agent (foreground) brings up the catalog\'s autorun service and the managed config\'s list once logged in, and exits cleanly on SIGTERM', async () => {
     await system.put('Service', SECOND, { ...((await system.api('GET', `/api/v1/objects/service/${SECOND}`)).body as { spec: Record<string, unknown> }).spec, autorun: true });
     await writeFile(managedConfig, `autorun: [${SERVICE}]\n`, { mode: 0o600 });
-    const child = spawn(process.execPath, [BIN, 'agent', '--no-app'], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...cliEnv() }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, 'agent', '--no-app'], { env: cliEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
     agent = child;
     child.stderr.on('data', (b: Buffer) => (agentLog += b.toString()));
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
@@ -276,7 +384,7 @@ void describe('autorun', () => {
     assert.equal(status.pid, child.pid);
     assert.deepEqual(status.connections.map((c) => [c.service, c.port, c.autorun]), [[SERVICE, port1, true], [SECOND, port2, true]]);
     for (const bin of binaries) {
-      for (const context of ['e2e', 'second']) {
+      for (const context of [FIRST, 'second']) {
         const r = await kubectl(bin, context);
         assert.equal(r.code, 0, `${bin.version} ${context}: ${r.stderr}`);
       }
