@@ -5,7 +5,10 @@
  * - `causeway app --no-browser` (the real CLI) starts the agent and prints the page's URL with its secret
  *   in the fragment; Chromium opens it, the secret leaves the address bar, the page shows the user, the
  *   device's trust level and the catalog; a click on Connect makes plain `kubectl --context e2e` work
- *   (every kubectl of the kit), Disconnect stops it.
+ *   (every kubectl of the kit, with only PATH, HOME and KUBECONFIG), Disconnect stops it. The service has
+ *   authentication 'oidc' (the default): its fake API trusts only Causeway's ID tokens for kubernetes:e2e,
+ *   which kubectl gets from the exec plugin Connect wrote into the kubeconfig (the client's home is the
+ *   default ~/.config/causeway, found through HOME).
  * - LP-02: a page of another origin (a second local server) cannot drive it: its fetch with the header
  *   is blocked by the browser (no CORS preflight is granted), its simple no-cors POST is refused by the
  *   Origin check; DNS rebinding (a name that resolves to 127.0.0.1, by Chromium's host resolver rules) gets
@@ -15,24 +18,33 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { chromium } from 'playwright-core';
 import type { Browser, BrowserContext } from 'playwright-core';
 import { agentRequest, agentStatus } from '../../src/client/agent-client.ts';
 import { CHROMIUM_PATH, withPage } from '../kit/browser.ts';
-import { SERVICE, newHome, startDeviceSystem, until } from '../kit/device-system.ts';
+import { makeServerCert, makeTestCa } from '../kit/certs.ts';
+import { DOMAIN, SERVICE, startDeviceSystem, until } from '../kit/device-system.ts';
 import type { DeviceSystem } from '../kit/device-system.ts';
+import { startFakeKube } from '../kit/fake-kube/index.ts';
+import type { FakeKube } from '../kit/fake-kube/index.ts';
 import { kubectlBinaries, runKubectl } from '../kit/kubectl.ts';
 import type { KubectlBinary, KubectlResult } from '../kit/kubectl.ts';
 
 const binaries: KubectlBinary[] = await kubectlBinaries();
-const TOKEN = 'kubectl-test-token';
 const REBIND = 'rebind.causeway.test';
+const PODS = '/api/v1/namespaces/default/pods';
+/** The user's PATH (CLI, agent, kubectl and its exec plugin): the running Node's directory first, see client-agent.test.ts. */
+const USER_PATH = [dirname(process.execPath), process.env.PATH ?? '/usr/bin:/bin'].join(delimiter);
 
 let system: DeviceSystem;
+/** The cluster's API: only Causeway's ID tokens for kubernetes:e2e get in. */
+let kube: FakeKube;
+let userHome: string;
+/** The client's home: the default, ~/.config/causeway. */
 let home: string;
 let kubeconfig: string;
 let listenPort: number;
@@ -54,7 +66,8 @@ async function freePort(): Promise<number> {
 }
 
 function kubectl(bin: KubectlBinary): Promise<KubectlResult> {
-  return runKubectl(bin.path, ['--context', 'e2e', 'get', 'pods', '-o', 'name', '--request-timeout=15s'], { kubeconfig, timeoutMs: 45_000 });
+  // Only PATH, HOME and KUBECONFIG: no proxy or Causeway environment; the kubeconfig has the proxy-url and the exec plugin.
+  return runKubectl(bin.path, ['--context', 'e2e', 'get', 'pods', '-o', 'name', '--request-timeout=15s'], { kubeconfig, env: { PATH: USER_PATH, HOME: userHome }, timeoutMs: 60_000 });
 }
 
 async function newContext(): Promise<BrowserContext> {
@@ -67,26 +80,36 @@ before(async () => {
   assert.ok(binaries.length > 0, 'a kubectl binary is needed');
   system = await startDeviceSystem();
   listenPort = await freePort();
+  // The cluster's API trusts Causeway as its OIDC issuer (audience kubernetes:e2e); the service reaches it and
+  // leaves authentication at its default, 'oidc'.
+  const ca = await makeTestCa({ commonName: 'e2e app page cluster CA' });
+  const cert = await makeServerCert(ca, { dnsNames: [DOMAIN], ipAddresses: ['127.0.0.1'] });
+  kube = await startFakeKube({ host: '127.0.0.1', port: 0, certPem: cert.certPem, keyPem: cert.keyPem, caPem: cert.caPem, oidc: { issuer: system.publicUrl, audience: 'kubernetes:e2e', caPem: system.caPem } });
   await system.put('Service', SERVICE, {
     ...system.service.spec,
     showInCatalog: true,
     client: { listenPort, allowUserOverride: false },
-    kubernetes: { ...system.service.spec.kubernetes, authentication: 'cluster' },
+    backend: { ...system.service.spec.backend, dnsOverride: `127.0.0.1:${kube.port}` },
+    kubernetes: { clusterName: 'e2e', caPublicKey: ca.certPem },
   });
   // Laptops the user owns are trusted without conditions here: the agent reports this machine's real posture
   // in the background, which must not decide these tests (device trust has its own e2e).
   await system.put('TrustProfile', 'laptops', { appliesTo: { ownership: ['other'] }, staleAfter: '15m', factors: [] });
-  home = await newHome(system, 'app');
-  const userHome = join(system.dir, 'user-home-app');
+  userHome = join(system.dir, 'user-home-app');
+  await mkdir(userHome, { mode: 0o700 });
+  await chmod(userHome, 0o700);
+  home = join(userHome, '.config', 'causeway');
+  await mkdir(home, { recursive: true, mode: 0o700 });
   await mkdir(join(userHome, '.kube'), { recursive: true, mode: 0o700 });
   kubeconfig = join(userHome, '.kube', 'config');
-  // The cluster keeps its own authentication: the user's kubeconfig already has its credentials as user "e2e".
-  await writeFile(kubeconfig, `apiVersion: v1\nkind: Config\nusers:\n- name: e2e\n  user:\n    token: ${TOKEN}\n`, { mode: 0o600 });
+  // The user's kubeconfig has something of their own already.
+  await writeFile(kubeconfig, 'apiVersion: v1\nkind: Config\nusers:\n- name: someone\n  user:\n    token: not-for-this-cluster\n', { mode: 0o600 });
   await system.login(home);
   const good = await system.report(home, { firewall: true });
   assert.equal(good.status, 200, JSON.stringify(good.body));
 
-  const app = await system.cli(['app', '--no-browser'], { env: { CAUSEWAY_HOME: home, KUBECONFIG: kubeconfig, HOME: userHome }, timeoutMs: 120_000 });
+  // No CAUSEWAY_HOME: the CLI and the agent it starts find the client's home under HOME, as the exec plugin will.
+  const app = await system.cli(['app', '--no-browser'], { env: { PATH: USER_PATH, KUBECONFIG: kubeconfig, HOME: userHome }, timeoutMs: 120_000 });
   assert.equal(app.code, 0, `${app.stdout}\n${app.stderr}`);
   appUrl = app.stdout.trim();
   const match = /^http:\/\/127\.0\.0\.1:(\d+)\/#([A-Za-z0-9_-]{43})$/.exec(appUrl);
@@ -126,6 +149,7 @@ after(async () => {
       // already gone
     }
   }
+  await kube?.close();
   await system?.close();
 });
 
@@ -202,9 +226,12 @@ void describe('the local app page in Chromium', () => {
       await page.waitForSelector('#message.ok');
       assert.match((await page.textContent('#message')) ?? '', new RegExp(`Connected ${SERVICE} on 127\\.0\\.0\\.1:${listenPort} — kubectl --context e2e`));
       for (const bin of binaries) {
+        kube.clearRequests();
         const r = await kubectl(bin);
         assert.equal(r.code, 0, `${bin.version}: ${r.stderr}`);
         assert.match(r.stdout, /^pod\/web-1$/m);
+        // The API verified the ID token the exec plugin got: alice's email is who asked.
+        assert.deepEqual(kube.requests.find((q) => q.path === PODS)?.user, { user: 'alice@example.com', groups: ['eng', 'system:authenticated'] }, bin.version);
       }
       await row.locator('button[data-action="disconnect"]').click();
       await page.locator('#message', { hasText: /^Disconnected/ }).waitFor();
