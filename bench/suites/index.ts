@@ -1,6 +1,7 @@
 import { decisionFlipSuite } from './decision-flip.ts';
 import { handshakeRateSuite } from './handshake-rate.ts';
 import { idleStreamsSuite } from './idle-streams.ts';
+import { kubeProxySuite } from './kube-proxy.ts';
 import { newConnectionSuite } from './new-connection.ts';
 import { policyDecisionSuite } from './policy-decision.ts';
 import { postureFlipSuite } from './posture-flip.ts';
@@ -22,4 +23,5 @@ export const SUITES: readonly Suite[] = [
   policyDecisionSuite,
   decisionFlipSuite,
   postureFlipSuite,
+  kubeProxySuite,
 ];
