@@ -415,8 +415,20 @@ void describe('the Command Center: an admin sets up access through the forms', (
       const bob = (await api('GET', '/api/v1/users/bob')) as { id: string };
       assert.ok(exported.length >= binaries.length, `${exported.length} exported events`);
       assert.ok(exported.every((e) => e.decision === 'deny' && e.reasons.includes('no-matching-role') && e.user === bob.id), JSON.stringify(exported.slice(0, 3)));
-      // A join token with the exact command to run.
+      // A new connector, written as YAML in the page: the server's problem is listed with its path first.
       await page.goto(`${origin}/network`);
+      await page.getByRole('link', { name: 'Add connector' }).click();
+      await page.waitForURL(`${origin}/network/connector/new`);
+      const yamlOf = (cidr: string) => `apiVersion: causeway/v1\nkind: Connector\nmetadata: {name: dc2}\nspec:\n  cluster: e2e\n  allowedCidrs: [${cidr}]\n`;
+      await page.getByRole('textbox', { name: 'YAML', exact: true }).fill(yamlOf('not-a-cidr'));
+      await page.getByRole('button', { name: 'Create Connector' }).click();
+      const listed = page.locator('.problem-list li', { hasText: 'spec.allowedCidrs[0]' });
+      await listed.waitFor();
+      await page.getByRole('textbox', { name: 'YAML', exact: true }).fill(yamlOf('10.20.0.0/16'));
+      await page.getByRole('button', { name: 'Create Connector' }).click();
+      await page.waitForURL(`${origin}/network`);
+      await page.locator('tr[data-row="connector/dc2"]', { hasText: 'Never reported' }).waitFor();
+      // A join token with the exact command to run.
       await page.getByRole('button', { name: 'Create join token' }).click();
       await page.selectOption('#join-kind', 'connector');
       await page.fill('#join-name', 'dc2');

@@ -52,13 +52,16 @@ function route(path: string): ReactNode {
     case 'roles': return name === undefined ? <RolesPage /> : <RoleEditPage name={name === 'new' ? undefined : name} />;
     case 'policies': return name === undefined ? <PoliciesPage /> : <PolicyEditPage name={name === 'new' ? undefined : name} />;
     case 'services': return name === undefined ? <ServicesPage /> : <ServiceEditPage name={name === 'new' ? undefined : name} />;
-    case 'network': return <PeersPage />;
+    case 'network': {
+      const kind = name === 'access-tier' ? 'AccessTier' : name === 'connector' ? 'Connector' : undefined;
+      if (name === undefined) return <PeersPage />;
+      return kind === undefined || extra === undefined ? <NotFound /> : <YamlEditPage kind={kind} name={extra === 'new' ? undefined : extra} back="/network" />;
+    }
     case 'trust-profiles': return name === undefined ? <TrustProfilesPage /> : <YamlEditPage kind="TrustProfile" name={name === 'new' ? undefined : name} back="/trust-profiles" />;
     case 'device-managers': return name === undefined ? <DeviceManagersPage /> : <YamlEditPage kind="DeviceManager" name={name === 'new' ? undefined : name} back="/device-managers" />;
     case 'sessions': return <SessionsPage />;
     case 'events': return <EventsPage />;
     case 'audit': return <AuditPage />;
-    case 'yaml': return name === undefined ? <NotFound /> : <YamlEditPage kind={name} name={extra} back="/" />;
     default: return <NotFound />;
   }
 }

@@ -2,6 +2,7 @@
 import { useState } from 'react';
 import { api, errorMessage } from '../api.ts';
 import { itemsOf, listObjects } from '../objects.ts';
+import { Link } from '../router.tsx';
 import { Badge, CodeBlock, LoadState, Modal, Notice, PageHeader, Table, Time, useCanWrite, useLoad, YamlButton } from '../ui.tsx';
 import type { SpecDocument } from '../ui.tsx';
 
@@ -105,6 +106,8 @@ function JoinTokenDialog({ initial, specs, onClose }: { initial: { kind: string;
 
 export function PeersPage() {
   const canWrite = useCanWrite();
+  const canWriteTier = useCanWrite('AccessTier');
+  const canWriteConnector = useCanWrite('Connector');
   const [join, setJoin] = useState<{ kind: string; name: string } | undefined>(undefined);
   const loaded = useLoad(async (signal) => {
     const [tiers, connectors, peers] = await Promise.all([
@@ -133,7 +136,13 @@ export function PeersPage() {
       <PageHeader
         title="Access tiers & connectors"
         description="Access tiers take client connections at the edge; connectors dial out from private networks to every access tier of their cluster. Each reports its health every few seconds."
-        actions={canWrite ? <button type="button" className="button button-primary" onClick={() => setJoin({ kind: 'access-tier', name: '' })}>Create join token</button> : undefined}
+        actions={canWrite ? (
+          <>
+            {canWriteTier ? <Link to="/network/access-tier/new" className="button button-ghost">Add access tier</Link> : null}
+            {canWriteConnector ? <Link to="/network/connector/new" className="button button-ghost">Add connector</Link> : null}
+            <button type="button" className="button button-primary" onClick={() => setJoin({ kind: 'access-tier', name: '' })}>Create join token</button>
+          </>
+        ) : undefined}
       />
       {loaded.data?.peersError === undefined ? null : <Notice tone="warning">Health reports are not available: {loaded.data.peersError}</Notice>}
       <LoadState loaded={loaded}>
@@ -141,7 +150,7 @@ export function PeersPage() {
           label="Access tiers and connectors"
           rows={rows}
           rowKey={(r) => `${r.kind}/${r.name}`}
-          empty="No access tiers or connectors yet. Describe one with causeway apply, then create a join token to enroll it."
+          empty="No access tiers or connectors yet. Add one, then create a join token to enroll it."
           columns={[
             { header: 'Name', cell: (r) => (
               <div className="cell-stack">
@@ -166,6 +175,7 @@ export function PeersPage() {
             { header: '', className: 'actions', cell: (r) => (
               <div className="row-actions">
                 {r.spec === undefined ? null : <YamlButton doc={r.spec} />}
+                {r.spec !== undefined && (r.kind === 'access-tier' ? canWriteTier : canWriteConnector) ? <Link to={`/network/${r.kind}/${encodeURIComponent(r.name)}`} className="button button-small button-ghost">Edit</Link> : null}
                 {canWrite && (r.kind === 'access-tier' || r.kind === 'connector') ? <button type="button" className="button button-small button-ghost" onClick={() => setJoin({ kind: r.kind, name: r.name })}>Join token</button> : null}
               </div>
             ) },

@@ -20,6 +20,21 @@ spec:
     - {type: diskEncryption, effect: Medium}
     - {type: firewall, effect: Low}
 `,
+  AccessTier: `apiVersion: causeway/v1
+kind: AccessTier
+metadata: {name: edge-1}
+spec:
+  cluster: global-edge
+  address: edge.example.com:8443    # where client proxies and connectors reach it
+`,
+  Connector: `apiVersion: causeway/v1
+kind: Connector
+metadata: {name: dc1}
+spec:
+  cluster: global-edge
+  allowedCidrs: [10.0.0.0/8]
+  allowedDomains: [.svc.cluster.local]
+`,
   DeviceManager: `apiVersion: causeway/v1
 kind: DeviceManager
 metadata: {name: intune}
