@@ -167,7 +167,7 @@ export function PeersPage() {
               if (tunnels.length === 0) return <span className="muted">none</span>;
               return (
                 <ul className="rule-list">
-                  {tunnels.map((t, i) => <li key={i}>{t.peer ?? t.connector ?? t.accessTier ?? '?'} <span className="muted small">{t.streams ?? 0} streams · since <Time iso={t.since} relative /></span></li>)}
+                  {tunnels.map((t, i) => <li key={i}>{t.peer ?? t.connector ?? t.accessTier ?? '?'} <span className="muted small">{t.streams === 1 ? '1 stream' : `${t.streams ?? 0} streams`} · since <Time iso={t.since} relative /></span></li>)}
                 </ul>
               );
             } },
