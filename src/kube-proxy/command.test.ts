@@ -122,13 +122,13 @@ void test('without a control plane: tokens verified, the API server reached with
   const w = await world(t);
   const first = await run(w.dir, [...w.base, '--health-listen', '127.0.0.1:0', '--serving-name', 'kube.prod.example.com', '--username-prefix', 'causeway:', '--groups-prefix', 'causeway:']);
   t.after(() => first.stop());
-  const caPem = await readFile(path.join(w.dir, 'state', 'serving', 'serving-ca.crt'), 'utf8');
+  const caPem = await readFile(path.join(w.dir, 'state', 'serving-ca.crt'), 'utf8');
   assert.ok(first.printed.includes(caPem.trim()), 'the serving CA PEM is printed');
   assert.match(first.printed, /kubernetes\.caPublicKey/);
-  const leaf = new X509Certificate(await readFile(path.join(w.dir, 'state', 'serving', 'serving.crt')));
+  const leaf = new X509Certificate(await readFile(path.join(w.dir, 'state', 'serving.crt')));
   assert.ok(leaf.checkHost('kube.prod.example.com') !== undefined && leaf.checkHost('causeway-kube-proxy.causeway.svc.cluster.local') !== undefined);
   assert.ok(leaf.verify(new X509Certificate(caPem).publicKey));
-  assert.equal((await readFile(path.join(w.dir, 'state', 'serving', 'serving-ca.key'))).length > 0, true);
+  assert.equal((await readFile(path.join(w.dir, 'state', 'serving-ca.key'))).length > 0, true);
 
   const token = await w.issuer.sign(idTokenClaims(w.issuer.issuer, 'kubernetes:prod', Date.now(), { groups: ['eng'] }));
   const answer = await get(`${first.proxy.url}/api/v1/namespaces/default/pods`, caPem, token);
@@ -153,9 +153,9 @@ void test('without a control plane: tokens verified, the API server reached with
   // A restart keeps the CA (the Service's caPublicKey stays right) and reissues the leaf for a new name.
   const second = await run(w.dir, [...w.base, '--serving-name', 'kube.prod.example.com', '--serving-name', '10.0.0.7']);
   t.after(() => second.stop());
-  assert.equal(await readFile(path.join(w.dir, 'state', 'serving', 'serving-ca.crt'), 'utf8'), caPem);
+  assert.equal(await readFile(path.join(w.dir, 'state', 'serving-ca.crt'), 'utf8'), caPem);
   assert.doesNotMatch(second.printed, /\(new\)/);
-  const reissued = new X509Certificate(await readFile(path.join(w.dir, 'state', 'serving', 'serving.crt')));
+  const reissued = new X509Certificate(await readFile(path.join(w.dir, 'state', 'serving.crt')));
   assert.notEqual(reissued.serialNumber, leaf.serialNumber);
   assert.ok(reissued.checkIP('10.0.0.7') !== undefined);
   assert.equal((await get(`${second.proxy.url}/version`, caPem, token)).status, 200);

@@ -29,7 +29,7 @@
  * account but names another address; --backend-kubeconfig FILE [--backend-context C] uses a
  * kubeconfig's token or client certificate instead.
  *
- * The serving certificate: a CA of its own under --serving-ca-dir (default DIR/serving, or
+ * The serving certificate: a CA of its own under --serving-ca-dir (default DIR itself: DIR/serving-ca.crt …, or
  * ./kube-proxy-serving), created on the first start, and a leaf for the in-cluster names, localhost
  * and every --serving-name (put the Service's `domain` there: kubectl checks it), reissued when it
  * nears expiry or the names change. The CA's PEM is printed on stderr at every start and kept in
@@ -129,7 +129,7 @@ export function registerKubeProxyCommand(program: Command, io: Partial<KubeProxy
     .option('--backend <url>', 'the API server URL, with the in-cluster service account\'s token and CA (default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT)')
     .option('--backend-kubeconfig <file>', 'reach the API server with this kubeconfig\'s server, CA and token or client certificate instead of the service account')
     .option('--backend-context <name>', 'the kubeconfig context to use (default: its current-context)')
-    .option('--serving-ca-dir <dir>', 'where the serving CA and certificate are kept (default DIR/serving, or ./kube-proxy-serving)')
+    .option('--serving-ca-dir <dir>', 'where the serving CA and certificate are kept (default the data dir, or ./kube-proxy-serving)')
     .addOption(new Option('--serving-name <name>', 'an extra DNS name or IP for the serving certificate, e.g. the Service\'s domain (repeatable)').argParser(collect).default([]))
     .option('--tls-cert <file>', 'serve this certificate (PEM) instead of one from the proxy\'s own CA')
     .option('--tls-key <file>', 'the key of --tls-cert')
@@ -389,7 +389,7 @@ export async function runKubeProxy(flags: KubeProxyFlags, io: KubeProxyCommandIo
       for (const [file, flag] of [[cert, '--tls-cert'], [key, '--tls-key']] as const) await assertSafePath(file, flag, 'kube-proxy-file-unsafe');
       serving = { certPem: await readText(cert, '--tls-cert'), keyPem: await readText(key, '--tls-key'), createdCa: false };
     } else {
-      servingDir = path.resolve(io.cwd(), flags.servingCaDir ?? (dataDir === undefined ? 'kube-proxy-serving' : path.join(dataDir, 'serving')));
+      servingDir = path.resolve(io.cwd(), flags.servingCaDir ?? (dataDir ?? 'kube-proxy-serving'));
       await assertSafePath(servingDir, '--serving-ca-dir', 'kube-proxy-file-unsafe');
       hosts = defaultServingNames(flags.servingName);
       serving = await loadOrCreateServing(servingDir, { clusterName, hosts });

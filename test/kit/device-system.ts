@@ -266,7 +266,7 @@ export async function startDeviceSystem(options: DeviceSystemOptions = {}): Prom
         for (const part of [...kpParts].reverse()) await part.close();
       });
       assert.ok(kubeProxy !== undefined);
-      kubeProxyServingCa = await readFile(join(dir, 'kube-proxy', 'serving', 'serving-ca.crt'), 'utf8');
+      kubeProxyServingCa = await readFile(join(dir, 'kube-proxy', 'serving-ca.crt'), 'utf8');
     }
     const backendAddress = kubeProxy === undefined ? `127.0.0.1:${kube.port}` : `127.0.0.1:${kubeProxy.port}`;
     const backendCa = kubeProxyServingCa ?? kubeCa.certPem;
