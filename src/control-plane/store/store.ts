@@ -11,7 +11,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import type { Kysely, Selectable, Transaction } from 'kysely';
+import type { Insertable, Kysely, Selectable, SelectQueryBuilder, Transaction } from 'kysely';
 import type { AccessEvent, KubeEvent } from '../../lib/audit/index.ts';
 import type { Clock } from '../../lib/clock.ts';
 import { CausewayError, UserError } from '../../lib/errors.ts';
@@ -989,11 +989,16 @@ export class KyselyStore implements Store {
         event: toJson(clean),
       };
     });
+    return await this.#insertEventsOnce('access_events', rows);
+  }
+
+  /** Stores event rows once per id: chunked inserts in one transaction, an id already stored is skipped and counted as a duplicate. */
+  async #insertEventsOnce<T extends 'access_events' | 'kube_events'>(table: T, rows: Insertable<Database[T]>[]): Promise<AppendResult> {
     const inserted = await this.#db.transaction().execute(async (trx) => {
       let count = 0;
       for (let i = 0; i < rows.length; i += EVENT_CHUNK) {
         const result = await trx
-          .insertInto('access_events')
+          .insertInto(table)
           .values(rows.slice(i, i + EVENT_CHUNK))
           .onConflict((oc) => oc.column('id').doNothing())
           .executeTakeFirst();
@@ -1001,12 +1006,11 @@ export class KyselyStore implements Store {
       }
       return count;
     });
-    return { inserted, duplicates: events.length - inserted };
+    return { inserted, duplicates: rows.length - inserted };
   }
 
   async queryAccessEvents(query: AccessEventQuery = {}): Promise<Page<AccessEvent>> {
     this.#assertOpen();
-    const limit = pageLimit(query.limit);
     let q = this.#db.selectFrom('access_events').select(['id', 'time', 'event']);
     if (query.service !== undefined) q = q.where('service', '=', storableString(query.service));
     if (query.user !== undefined) q = q.where('user', '=', storableString(query.user));
@@ -1019,14 +1023,7 @@ export class KyselyStore implements Store {
         ? q.where(sql<boolean>`${sql.ref('reasons')}::jsonb @> jsonb_build_array(${reason}::text)`)
         : q.where(sql<boolean>`exists (select 1 from json_each(${sql.ref('reasons')}) where value = ${reason})`);
     }
-    if (query.since !== undefined) q = q.where('time', '>=', isoTime(query.since, 'since'));
-    if (query.until !== undefined) q = q.where('time', '<', isoTime(query.until, 'until'));
-    if (query.after !== undefined) {
-      const c = decodeCursor(query.after);
-      q = q.where((eb) => eb.or([eb('time', '<', c.time), eb.and([eb('time', '=', c.time), eb('id', '<', c.id)])]));
-    }
-    const rows = await q.orderBy('time', 'desc').orderBy('id', 'desc').limit(limit + 1).execute();
-    return pageOf(rows, limit, (r) => r.time, (r) => fromJson<AccessEvent>(r.event));
+    return await newestFirstPage(q, 'time', query, (r) => fromJson<AccessEvent>(r.event));
   }
 
   async appendKubeEvents(events: KubeEvent[]): Promise<AppendResult> {
@@ -1054,24 +1051,11 @@ export class KyselyStore implements Store {
         event: toJson(clean),
       };
     });
-    const inserted = await this.#db.transaction().execute(async (trx) => {
-      let count = 0;
-      for (let i = 0; i < rows.length; i += EVENT_CHUNK) {
-        const result = await trx
-          .insertInto('kube_events')
-          .values(rows.slice(i, i + EVENT_CHUNK))
-          .onConflict((oc) => oc.column('id').doNothing())
-          .executeTakeFirst();
-        count += Number(result.numInsertedOrUpdatedRows ?? 0n);
-      }
-      return count;
-    });
-    return { inserted, duplicates: events.length - inserted };
+    return await this.#insertEventsOnce('kube_events', rows);
   }
 
   async queryKubeEvents(query: KubeEventQuery = {}): Promise<Page<KubeEvent>> {
     this.#assertOpen();
-    const limit = pageLimit(query.limit);
     let q = this.#db.selectFrom('kube_events').select(['id', 'time', 'event']);
     if (query.type !== undefined) q = q.where('type', '=', storableString(query.type));
     if (query.clusterName !== undefined) q = q.where('cluster_name', '=', storableString(query.clusterName));
@@ -1080,32 +1064,17 @@ export class KyselyStore implements Store {
     if (query.namespace !== undefined) q = q.where('namespace', '=', storableString(query.namespace));
     if (query.verb !== undefined) q = q.where('verb', '=', storableString(query.verb));
     if (query.decision !== undefined) q = q.where('decision', '=', storableString(query.decision));
-    if (query.since !== undefined) q = q.where('time', '>=', isoTime(query.since, 'since'));
-    if (query.until !== undefined) q = q.where('time', '<', isoTime(query.until, 'until'));
-    if (query.after !== undefined) {
-      const c = decodeCursor(query.after);
-      q = q.where((eb) => eb.or([eb('time', '<', c.time), eb.and([eb('time', '=', c.time), eb('id', '<', c.id)])]));
-    }
-    const rows = await q.orderBy('time', 'desc').orderBy('id', 'desc').limit(limit + 1).execute();
-    return pageOf(rows, limit, (r) => r.time, (r) => fromJson<KubeEvent>(r.event));
+    return await newestFirstPage(q, 'time', query, (r) => fromJson<KubeEvent>(r.event));
   }
 
   async queryAuditEvents(query: AuditEventQuery = {}): Promise<Page<AuditEvent>> {
     this.#assertOpen();
-    const limit = pageLimit(query.limit);
     let q = this.#db.selectFrom('audit_events').selectAll();
     if (query.kind !== undefined) q = q.where('kind', '=', storableString(query.kind));
     if (query.name !== undefined) q = q.where('name', '=', storableString(query.name));
     if (query.actor !== undefined) q = q.where('actor', '=', storableString(query.actor));
     if (query.action !== undefined) q = q.where('action', '=', storableString(query.action));
-    if (query.since !== undefined) q = q.where('at', '>=', isoTime(query.since, 'since'));
-    if (query.until !== undefined) q = q.where('at', '<', isoTime(query.until, 'until'));
-    if (query.after !== undefined) {
-      const c = decodeCursor(query.after);
-      q = q.where((eb) => eb.or([eb('at', '<', c.time), eb.and([eb('at', '=', c.time), eb('id', '<', c.id)])]));
-    }
-    const rows = await q.orderBy('at', 'desc').orderBy('id', 'desc').limit(limit + 1).execute();
-    return pageOf(rows, limit, (r) => r.at, auditFromRow);
+    return await newestFirstPage(q, 'at', query, auditFromRow);
   }
 
   async appendAuditEvent(event: NewAuditEvent): Promise<void> {
@@ -1438,6 +1407,29 @@ async function deviceToChange(trx: Transaction<Database>, id: string, expected: 
   if (row === undefined) throw new UserError('NOT_FOUND', `device ${id} does not exist`);
   checkVersion(`device ${id}`, row.version, expected);
   return row;
+}
+
+/**
+ * One page of an event query, newest first by (`column`, id): the rows from `since` to before `until`, after the cursor
+ * `after`, with the cursor to the next page.
+ */
+async function newestFirstPage<DB, TB extends keyof DB, C extends 'time' | 'at', R extends { id: string } & Record<C, string>, E>(
+  base: SelectQueryBuilder<DB, TB, R>,
+  column: C,
+  query: { limit?: number; since?: string; until?: string; after?: string },
+  toEvent: (row: R) => E,
+): Promise<Page<E>> {
+  const limit = pageLimit(query.limit);
+  const ref = sql.ref(column);
+  let q = base;
+  if (query.since !== undefined) q = q.where(ref, '>=', isoTime(query.since, 'since'));
+  if (query.until !== undefined) q = q.where(ref, '<', isoTime(query.until, 'until'));
+  if (query.after !== undefined) {
+    const c = decodeCursor(query.after);
+    q = q.where((eb) => eb.or([eb(ref, '<', c.time), eb.and([eb(ref, '=', c.time), eb(sql.ref('id'), '<', c.id)])]));
+  }
+  const rows = await q.orderBy(ref, 'desc').orderBy(sql.ref('id'), 'desc').limit(limit + 1).execute();
+  return pageOf(rows, limit, (r) => r[column], toEvent);
 }
 
 /** The first `limit` of `rows` (newest first, read one beyond the page) as a page, with the cursor to the next. */
