@@ -40,6 +40,7 @@ import type { AgentConnection, AgentConnectResult, AgentStatus } from './agent-c
 import { findEntry, proxyInputFor } from './catalog.ts';
 import type { CatalogContext, CatalogEntry } from './catalog.ts';
 import { currentDevice } from './device.ts';
+import { HttpError, readJsonObject } from './json-body.ts';
 import type { DeviceContext, TrustVerdict } from './device.ts';
 import { startPostureReporting } from './posture-reporting.ts';
 import type { PostureReporting, PostureReportingOptions } from './posture-reporting.ts';
@@ -231,16 +232,6 @@ function networkFingerprint(interfaces: NodeJS.Dict<NetworkInterfaceInfo[]>): st
     .flatMap(([name, list]) => (list ?? []).filter((i) => !i.internal).map((i) => `${name}/${i.family}/${i.address}/${i.netmask}`))
     .sort()
     .join(',');
-}
-
-class HttpError extends Error {
-  readonly status: number;
-  readonly code: string;
-  constructor(status: number, code: string, message: string) {
-    super(message);
-    this.status = status;
-    this.code = code;
-  }
 }
 
 /** The HTTP status for an error thrown by an operation: a UserError is the caller's to fix (4xx). */
@@ -565,7 +556,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
         return;
       }
       case 'POST /v1/connect': {
-        const body = await readJson(req);
+        const body = await readJsonObject(req, MAX_BODY);
         const service = stringField(body, 'service');
         const port = body.port;
         if (port !== undefined && (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535)) throw new HttpError(400, 'BAD_REQUEST', 'port must be a port number');
@@ -573,7 +564,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
         return;
       }
       case 'POST /v1/disconnect': {
-        const body = await readJson(req);
+        const body = await readJsonObject(req, MAX_BODY);
         sendJson(res, 200, await disconnect(stringField(body, 'service')));
         return;
       }
@@ -718,26 +709,6 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
   res.end(text);
-}
-
-async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
-  const type = req.headers['content-type'] ?? '';
-  if (!type.startsWith('application/json')) throw new HttpError(415, 'BAD_REQUEST', 'send JSON (content-type: application/json)');
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY) throw new HttpError(413, 'BAD_REQUEST', 'request body too large');
-    chunks.push(chunk);
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch {
-    throw new HttpError(400, 'BAD_REQUEST', 'the body is not JSON');
-  }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new HttpError(400, 'BAD_REQUEST', 'the body must be a JSON object');
-  return parsed as Record<string, unknown>;
 }
 
 function stringField(body: Record<string, unknown>, key: string): string {

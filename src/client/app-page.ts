@@ -27,6 +27,7 @@ import type { AddressInfo } from 'node:net';
 import { CausewayError, UserError, errorCode } from '../lib/errors.ts';
 import type { Logger } from '../lib/log.ts';
 import type { AgentAppPage, AgentBackend } from './agent.ts';
+import { HttpError, readJsonObject } from './json-body.ts';
 
 export const APP_SECRET_HEADER = 'x-causeway-app';
 const MAX_BODY = 16 * 1024;
@@ -126,7 +127,7 @@ export async function startAppPage(options: AppPageOptions): Promise<AgentAppPag
       return;
     }
     if (route === 'POST /api/connect' || route === 'POST /api/disconnect') {
-      const body = await readJson(req);
+      const body = await readJsonObject(req, MAX_BODY);
       const service = body.service;
       if (typeof service !== 'string' || service === '' || service.length > 253) {
         refuse(res, 400, 'BAD_REQUEST', 'service must be a service name');
@@ -145,7 +146,7 @@ export async function startAppPage(options: AppPageOptions): Promise<AgentAppPag
 
   const server = http.createServer((req, res) => {
     void handle(req, res).catch((err: unknown) => {
-      if (err instanceof AppRequestError) refuse(res, err.status, err.code, err.message);
+      if (err instanceof HttpError) refuse(res, err.status, err.code, err.message);
       else {
         logger.error({ err }, 'app page request failed');
         refuse(res, 500, 'INTERNAL', 'internal error; see the agent log');
@@ -176,16 +177,6 @@ export async function startAppPage(options: AppPageOptions): Promise<AgentAppPag
   };
 }
 
-class AppRequestError extends Error {
-  readonly status: number;
-  readonly code: string;
-  constructor(status: number, code: string, message: string) {
-    super(message);
-    this.status = status;
-    this.code = code;
-  }
-}
-
 function send(res: ServerResponse, status: number, type: string, body: string): void {
   if (res.headersSent) {
     res.destroy();
@@ -193,26 +184,6 @@ function send(res: ServerResponse, status: number, type: string, body: string): 
   }
   res.writeHead(status, { ...SECURITY_HEADERS, 'content-type': type, 'content-length': Buffer.byteLength(body) });
   res.end(body);
-}
-
-async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
-  if (!(req.headers['content-type'] ?? '').startsWith('application/json')) throw new AppRequestError(415, 'BAD_REQUEST', 'send JSON');
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    const b = chunk as Buffer;
-    size += b.length;
-    if (size > MAX_BODY) throw new AppRequestError(413, 'BAD_REQUEST', 'request body too large');
-    chunks.push(b);
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch {
-    throw new AppRequestError(400, 'BAD_REQUEST', 'the body is not JSON');
-  }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new AppRequestError(400, 'BAD_REQUEST', 'the body must be a JSON object');
-  return parsed as Record<string, unknown>;
 }
 
 const PAGE_HTML = `<!doctype html>
