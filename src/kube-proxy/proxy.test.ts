@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
+import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect } from 'node:tls';
 import { describe, test } from 'node:test';
@@ -96,6 +97,50 @@ void describe('kube proxy forwarding', () => {
     const got = h.backend.requests[0];
     assert.deepEqual(recorded(got, 'impersonate-user').map((v) => Buffer.from(v, 'latin1').toString('utf8')), ['jürgen@例え.jp']);
     assert.deepEqual(recorded(got, 'impersonate-group').map((v) => Buffer.from(v, 'latin1').toString('utf8')), ['équipe', 'system:authenticated']);
+  });
+
+  void test('a 5 MB list arrives intact, and the serving TLS offers HTTP/1.1 only', async (t) => {
+    const h = await withHarness(t);
+    const items = Array.from({ length: 5000 }, (_, i) => ({ metadata: { name: `pod-${i}`, annotations: { blob: 'x'.repeat(1000) } } }));
+    const big = JSON.stringify({ kind: 'PodList', items });
+    h.backend.onRequest = (_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      for (let i = 0; i < big.length; i += 64 * 1024) res.write(big.slice(i, i + 64 * 1024));
+      res.end();
+    };
+    const answer = await rawExchange(h, [request('GET', '/api/v1/namespaces/big/pods', [['Authorization', `Bearer ${await h.token()}`]])], { waitMs: 30_000 });
+    assert.equal(statusOf(answer.text), 200);
+    const chunked = bodyOf(answer.text);
+    let body = '';
+    for (let at = 0; ;) {
+      const eol = chunked.indexOf('\r\n', at);
+      const size = parseInt(chunked.slice(at, eol), 16);
+      if (size === 0) break;
+      body += chunked.slice(eol + 2, eol + 2 + size);
+      at = eol + 2 + size + 2;
+    }
+    assert.equal(body.length, big.length);
+    assert.equal(body, big);
+    const socket = connect({ host: '127.0.0.1', port: h.proxy.port, ca: h.caPem, ALPNProtocols: ['h2', 'http/1.1'] });
+    await new Promise<void>((resolve) => socket.once('secureConnect', () => resolve()));
+    const alpn = socket.alpnProtocol;
+    socket.destroy();
+    assert.equal(alpn, 'http/1.1');
+  });
+
+  void test('close() ends idle connections, even one whose TLS handshake is still under way', async (t) => {
+    const h = await withHarness(t);
+    const raw = new Socket();
+    raw.connect(h.proxy.port, '127.0.0.1');
+    await new Promise<void>((resolve) => raw.once('connect', () => resolve()));
+    const tlsClient = connect({ host: '127.0.0.1', port: h.proxy.port, ca: h.caPem });
+    await new Promise<void>((resolve) => tlsClient.once('secureConnect', () => resolve()));
+    const ended = [new Promise<void>((resolve) => raw.once('close', () => resolve())), new Promise<void>((resolve) => tlsClient.once('close', () => resolve()))];
+    raw.on('error', () => undefined);
+    tlsClient.on('error', () => undefined);
+    await h.proxy.close();
+    await Promise.all(ended);
+    assert.equal(raw.destroyed && tlsClient.destroyed, true);
   });
 
   void test('a request body is forwarded intact', async (t) => {

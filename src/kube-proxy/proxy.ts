@@ -214,7 +214,13 @@ class KubeProxyServer implements KubeProxy {
       });
     });
     this.#server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#onClientError(err, socket));
-    this.#server.on('secureConnection', (socket: Duplex) => {
+    // Every TCP connection, from its first byte (a TLS handshake still under way included), so close()
+    // ends them all rather than waiting for a client that connected and said nothing.
+    this.#server.on('connection', (socket: Duplex) => {
+      if (this.#closing !== undefined) {
+        socket.destroy();
+        return;
+      }
       this.#sockets.add(socket);
       socket.on('close', () => this.#sockets.delete(socket));
     });
