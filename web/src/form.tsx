@@ -1,11 +1,14 @@
-/** What every object form shares: loading the object being edited, saving it, and the server's problems. */
+/**
+ * What every object form shares: loading the object being edited, saving it, and the server's problems; and the
+ * YAML, Edit and Delete buttons of an object in a list.
+ */
 import { useEffect, useState } from 'react';
 import type { ReactNode } from 'react';
 import { ApiError, errorMessage } from './api.ts';
 import type { Problem } from './api.ts';
-import { getObject, putObject } from './objects.ts';
+import { deleteObject, getObject, putObject } from './objects.ts';
 import { Link, useRouter } from './router.tsx';
-import { Card, CodeBlock, Notice, OtherProblems, toYaml } from './ui.tsx';
+import { Card, CodeBlock, ConfirmButton, Notice, OtherProblems, toYaml, YamlButton } from './ui.tsx';
 import type { SpecDocument } from './ui.tsx';
 
 export interface Existing {
@@ -104,5 +107,26 @@ export function SpecPreview({ doc }: { doc: SpecDocument }) {
       <p className="muted small spec-preview-note">The same object as a spec for <code>causeway apply -f</code>.</p>
       <CodeBlock text={toYaml(doc)} label="YAML" />
     </Card>
+  );
+}
+
+/**
+ * The actions of one object in a list: `children` first (page-specific buttons), then YAML; Edit (a link to
+ * `base`/name) and Delete (confirmed, with `deleteMessage`, then `onDeleted`) only for those who may write.
+ */
+export function ObjectActions({ doc, kind, noun, base, canWrite, deleteMessage, onDeleted, children }: {
+  doc: SpecDocument; kind: string; noun: string; base: string; canWrite: boolean; deleteMessage: ReactNode; onDeleted: () => void; children?: ReactNode;
+}) {
+  const name = doc.metadata.name;
+  return (
+    <div className="row-actions">
+      {children}
+      <YamlButton doc={doc} />
+      {canWrite ? <Link to={`${base}/${encodeURIComponent(name)}`} className="button button-small button-ghost">Edit</Link> : null}
+      {canWrite ? (
+        <ConfirmButton label="Delete" danger title={`Delete ${noun} ${name}`} message={deleteMessage}
+          onConfirm={async () => { await deleteObject(kind, name, doc.metadata.version); onDeleted(); }} />
+      ) : null}
+    </div>
   );
 }

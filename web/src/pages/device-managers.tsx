@@ -1,9 +1,10 @@
 /** Trust › Device managers: each MDM/EDR integration, its sync state, and a Test button that runs one lookup. */
 import { useState } from 'react';
 import { api, errorMessage } from '../api.ts';
-import { deleteObject, itemsOf, listObjects } from '../objects.ts';
+import { itemsOf, listObjects } from '../objects.ts';
+import { ObjectActions } from '../form.tsx';
 import { Link } from '../router.tsx';
-import { Badge, ConfirmButton, LoadState, Notice, PageHeader, Table, Time, useCanWrite, useLoad, YamlButton } from '../ui.tsx';
+import { Badge, LoadState, Notice, PageHeader, Table, Time, useCanWrite, useLoad } from '../ui.tsx';
 
 interface ManagerStatus { manager?: string; name?: string; valid?: boolean; failures?: number; type?: string; lastSyncAt?: string | null; lastSuccessAt?: string | null; lastError?: string | null; devices?: number; [key: string]: unknown }
 
@@ -65,7 +66,7 @@ export function DeviceManagersPage() {
               return <span className={result.ok ? 'text-green' : 'text-red'} role="status">{result.ok ? '✓ ' : '✗ '}{result.message}</span>;
             } },
             { header: '', className: 'actions', cell: (m) => (
-              <div className="row-actions">
+              <ObjectActions doc={m} kind="DeviceManager" noun="device manager" base="/device-managers" canWrite={canWrite} deleteMessage={<p>Its answers stop counting toward trust.</p>} onDeleted={loaded.reload}>
                 {canTest ? (
                   <button
                     type="button"
@@ -83,10 +84,7 @@ export function DeviceManagersPage() {
                     Test
                   </button>
                 ) : null}
-                <YamlButton doc={m} />
-                {canWrite ? <Link to={`/device-managers/${encodeURIComponent(m.metadata.name)}`} className="button button-small button-ghost">Edit</Link> : null}
-                {canWrite ? <ConfirmButton label="Delete" danger title={`Delete device manager ${m.metadata.name}`} message={<p>Its answers stop counting toward trust.</p>} onConfirm={async () => { await deleteObject('DeviceManager', m.metadata.name, m.metadata.version); loaded.reload(); }} /> : null}
-              </div>
+              </ObjectActions>
             ) },
           ]}
         />

@@ -1,9 +1,9 @@
 /** Private access › Policies: rules (roles, minimum trust level, schedule) and where each policy is attached. */
 import { useState } from 'react';
-import { deleteObject, listObjects } from '../objects.ts';
-import { EditGuard, FormFooter, FormSection, SpecPreview, useExisting, useSaver } from '../form.tsx';
+import { listObjects } from '../objects.ts';
+import { EditGuard, ObjectActions, FormFooter, FormSection, SpecPreview, useExisting, useSaver } from '../form.tsx';
 import { Link } from '../router.tsx';
-import { Badge, Checkbox, Chips, ConfirmButton, Field, LoadState, PageHeader, Table, trustTone, useCanWrite, useLoad, YamlButton } from '../ui.tsx';
+import { Badge, Checkbox, Chips, Field, LoadState, PageHeader, Table, trustTone, useCanWrite, useLoad } from '../ui.tsx';
 import type { SpecDocument } from '../ui.tsx';
 
 export const TRUST_LEVELS = ['Low', 'Medium', 'High'] as const;
@@ -78,14 +78,7 @@ export function PoliciesPage() {
               );
             } },
             { header: '', className: 'actions', cell: (p) => (
-              <div className="row-actions">
-                <YamlButton doc={p} />
-                {canWrite ? <Link to={`/policies/${encodeURIComponent(p.metadata.name)}`} className="button button-small button-ghost">Edit</Link> : null}
-                {canWrite ? (
-                  <ConfirmButton label="Delete" danger title={`Delete policy ${p.metadata.name}`} message={<p>Services that use this policy must be changed first.</p>}
-                    onConfirm={async () => { await deleteObject('Policy', p.metadata.name, p.metadata.version); loaded.reload(); }} />
-                ) : null}
-              </div>
+              <ObjectActions doc={p} kind="Policy" noun="policy" base="/policies" canWrite={canWrite} deleteMessage={<p>Services that use this policy must be changed first.</p>} onDeleted={loaded.reload} />
             ) },
           ]}
         />

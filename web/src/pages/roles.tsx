@@ -1,10 +1,10 @@
 /** Directory › Roles: who (groups, emails) on what kind of device; the form previews who matches now. */
 import { useEffect, useState } from 'react';
 import { api, ApiError, errorMessage } from '../api.ts';
-import { deleteObject, listObjects } from '../objects.ts';
-import { EditGuard, FormFooter, FormSection, useExisting, useSaver } from '../form.tsx';
+import { listObjects } from '../objects.ts';
+import { EditGuard, ObjectActions, FormFooter, FormSection, useExisting, useSaver } from '../form.tsx';
 import { Link } from '../router.tsx';
-import { Badge, Card, Checkbox, CheckboxGroup, Chips, ConfirmButton, Field, LoadState, Notice, PageHeader, Table, trustTone, useCanWrite, useLoad, YamlButton, splitList } from '../ui.tsx';
+import { Badge, Card, Checkbox, CheckboxGroup, Chips, Field, LoadState, Notice, PageHeader, Table, trustTone, useCanWrite, useLoad, splitList } from '../ui.tsx';
 import type { SpecDocument } from '../ui.tsx';
 
 export const OWNERSHIP = ['corporate-dedicated', 'corporate-shared', 'employee-owned', 'other'] as const;
@@ -63,14 +63,7 @@ export function RolesPage() {
             { header: 'Devices', cell: (r) => <Chips values={deviceRequirements(r.spec)} empty="any device" /> },
             { header: 'Used by', cell: (r) => <Chips values={usedBy(r.metadata.name)} empty="no policy" /> },
             { header: '', className: 'actions', cell: (r) => (
-              <div className="row-actions">
-                <YamlButton doc={r} />
-                {canWrite ? <Link to={`/roles/${encodeURIComponent(r.metadata.name)}`} className="button button-small button-ghost">Edit</Link> : null}
-                {canWrite ? (
-                  <ConfirmButton label="Delete" danger title={`Delete role ${r.metadata.name}`} message={<p>Policies that name this role must be changed first.</p>}
-                    onConfirm={async () => { await deleteObject('Role', r.metadata.name, r.metadata.version); loaded.reload(); }} />
-                ) : null}
-              </div>
+              <ObjectActions doc={r} kind="Role" noun="role" base="/roles" canWrite={canWrite} deleteMessage={<p>Policies that name this role must be changed first.</p>} onDeleted={loaded.reload} />
             ) },
           ]}
         />

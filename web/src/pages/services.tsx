@@ -5,10 +5,10 @@
  * problems show next to the fields.
  */
 import { useState } from 'react';
-import { deleteObject, listObjects } from '../objects.ts';
-import { EditGuard, FormFooter, FormSection, SpecPreview, useExisting, useSaver } from '../form.tsx';
+import { listObjects } from '../objects.ts';
+import { EditGuard, ObjectActions, FormFooter, FormSection, SpecPreview, useExisting, useSaver } from '../form.tsx';
 import { Link } from '../router.tsx';
-import { Badge, Checkbox, ConfirmButton, ExactProblems, Field, LoadState, PageHeader, Table, useCanWrite, useLoad, YamlButton } from '../ui.tsx';
+import { Badge, Checkbox, ExactProblems, Field, LoadState, PageHeader, Table, useCanWrite, useLoad } from '../ui.tsx';
 import type { SpecDocument } from '../ui.tsx';
 
 interface ServiceSpec {
@@ -68,14 +68,7 @@ export function ServicesPage() {
             } },
             { header: 'Catalog', cell: (s) => ((s.spec as ServiceSpec).showInCatalog === false ? <span className="muted">hidden</span> : <span>shown{(s.spec as ServiceSpec).autorun === true ? ', autorun' : ''}</span>) },
             { header: '', className: 'actions', cell: (s) => (
-              <div className="row-actions">
-                <YamlButton doc={s} />
-                {canWrite ? <Link to={`/services/${encodeURIComponent(s.metadata.name)}`} className="button button-small button-ghost">Edit</Link> : null}
-                {canWrite ? (
-                  <ConfirmButton label="Delete" danger title={`Delete service ${s.metadata.name}`} message={<p>Its live sessions end and clients can no longer reach it.</p>}
-                    onConfirm={async () => { await deleteObject('Service', s.metadata.name, s.metadata.version); loaded.reload(); }} />
-                ) : null}
-              </div>
+              <ObjectActions doc={s} kind="Service" noun="service" base="/services" canWrite={canWrite} deleteMessage={<p>Its live sessions end and clients can no longer reach it.</p>} onDeleted={loaded.reload} />
             ) },
           ]}
         />

@@ -1,7 +1,8 @@
 /** Trust › Trust profiles: which factors apply to which devices, and what each unmet factor does. */
-import { deleteObject, listObjects } from '../objects.ts';
+import { listObjects } from '../objects.ts';
+import { ObjectActions } from '../form.tsx';
 import { Link } from '../router.tsx';
-import { Badge, Card, Chips, ConfirmButton, LoadState, PageHeader, trustTone, useCanWrite, useLoad, YamlButton } from '../ui.tsx';
+import { Badge, Card, Chips, LoadState, PageHeader, trustTone, useCanWrite, useLoad } from '../ui.tsx';
 
 interface Factor { type: string; effect: string; [key: string]: unknown }
 interface ProfileSpec { appliesTo?: { platforms?: string[]; ownership?: string[]; groups?: string[] }; staleAfter?: string; factors?: Factor[] }
@@ -31,13 +32,7 @@ export function TrustProfilesPage() {
               <Card
                 key={doc.metadata.name}
                 title={<>{doc.metadata.name} {doc.metadata.description === undefined ? null : <span className="muted small">{doc.metadata.description}</span>}</>}
-                actions={(
-                  <div className="row-actions">
-                    <YamlButton doc={doc} />
-                    {canWrite ? <Link to={`/trust-profiles/${encodeURIComponent(doc.metadata.name)}`} className="button button-small button-ghost">Edit</Link> : null}
-                    {canWrite ? <ConfirmButton label="Delete" danger title={`Delete trust profile ${doc.metadata.name}`} message={<p>Devices are scored again without it.</p>} onConfirm={async () => { await deleteObject('TrustProfile', doc.metadata.name, doc.metadata.version); loaded.reload(); }} /> : null}
-                  </div>
-                )}
+                actions={<ObjectActions doc={doc} kind="TrustProfile" noun="trust profile" base="/trust-profiles" canWrite={canWrite} deleteMessage={<p>Devices are scored again without it.</p>} onDeleted={loaded.reload} />}
               >
                 <dl className="facts facts-inline">
                   <div><dt>Platforms</dt><dd><Chips values={spec.appliesTo?.platforms ?? []} empty="any" /></dd></div>
