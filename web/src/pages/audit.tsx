@@ -1,14 +1,12 @@
 /** Activity › Audit log: who changed what, with the object before and after. */
 import { useState } from 'react';
-import { api, query } from '../api.ts';
+import { query } from '../api.ts';
 import { listDevices, listUsers } from '../objects.ts';
 import { Badge, CodeBlock, LoadState, Modal, PageHeader, Table, Time, toYaml, useLoad } from '../ui.tsx';
-import { FilterBar } from './filters.tsx';
+import { FilterBar, filterQuery, LoadOlder, useEventPages, useFilters } from './filters.tsx';
 import type { FilterField } from './filters.tsx';
-import { filterQuery } from './events.tsx';
 
 interface AuditEvent { id: string; at: string; actor: string; action: string; kind: string; name: string; before?: unknown; after?: unknown }
-interface Page { events: AuditEvent[]; next?: string }
 
 const FIELDS: FilterField[] = [
   { key: 'actor', label: 'Actor', placeholder: 'any' },
@@ -26,37 +24,27 @@ function actionTone(action: string) {
 }
 
 export function AuditPage() {
-  const [draft, setDraft] = useState<Record<string, string>>({});
-  const [applied, setApplied] = useState<Record<string, string>>({});
+  const filters = useFilters();
+  const applied = filters.applied;
   const [shown, setShown] = useState<AuditEvent | undefined>(undefined);
-  const [older, setOlder] = useState<{ events: AuditEvent[]; next?: string }>({ events: [] });
   const names = useLoad(async (signal) => {
     const [users, devices] = await Promise.all([listUsers(signal), listDevices(signal)]);
     return new Map<string, string>([...users.map((u) => [u.id, u.name] as [string, string]), ...devices.flatMap((d) => (d.hostname === null || d.hostname === undefined ? [] : [[d.id, d.hostname] as [string, string]]))]);
   }, []);
   const nameOf = (e: AuditEvent) => ((e.kind === 'User' || e.kind === 'Device') ? names.data?.get(e.name) : undefined);
-  const loaded = useLoad(async (signal) => {
-    const page = await api<Page>('GET', `/audit${query({ ...filterQuery(applied), limit: '100' })}`, { signal });
-    setOlder({ events: [], ...(page.next === undefined ? {} : { next: page.next }) });
-    return page;
-  }, [JSON.stringify(applied)]);
-  const events = [...(loaded.data?.events ?? []), ...older.events];
-  const next = older.events.length > 0 ? older.next : loaded.data?.next;
+  const pages = useEventPages<AuditEvent>('/audit', filterQuery(applied), [JSON.stringify(applied)]);
   return (
     <>
       <PageHeader title="Audit log" description="Every change to users, devices, tokens and specs: who made it, when, and the object before and after." />
       <FilterBar
         fields={FIELDS}
-        values={draft}
-        onChange={(key, value) => setDraft((d) => ({ ...d, [key]: value }))}
-        onSubmit={() => setApplied(draft)}
-        onReset={() => { setDraft({}); setApplied({}); }}
+        {...filters.bar}
         actions={<a className="button button-ghost" href={`/api/v1/audit/export${query(filterQuery(applied))}`} download="causeway-audit.jsonl">Export JSON lines</a>}
       />
-      <LoadState loaded={loaded}>
+      <LoadState loaded={pages.loaded}>
         <Table
           label="Audit events"
-          rows={events}
+          rows={pages.events}
           rowKey={(e) => e.id}
           empty="No audit events match."
           columns={[
@@ -72,13 +60,7 @@ export function AuditPage() {
             { header: '', className: 'actions', cell: (e) => <button type="button" className="button button-small button-ghost" onClick={() => setShown(e)}>Changes</button> },
           ]}
         />
-        {next === undefined ? null : (
-          <div className="load-more">
-            <button type="button" className="button button-ghost" onClick={() => {
-              void api<Page>('GET', `/audit${query({ ...filterQuery(applied), limit: '100', cursor: next })}`).then((page) => setOlder((o) => ({ events: [...o.events, ...page.events], ...(page.next === undefined ? {} : { next: page.next }) })));
-            }}>Load older events</button>
-          </div>
-        )}
+        <LoadOlder pages={pages} />
       </LoadState>
       {shown === undefined ? null : (
         <Modal title={`${shown.action} ${shown.kind} ${shown.name}`} onClose={() => setShown(undefined)} wide>

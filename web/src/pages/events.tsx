@@ -1,9 +1,8 @@
 /** Activity › Events: every access decision, filtered by user, device, service, decision, reason and time; exported as JSON lines. */
-import { useState } from 'react';
-import { api, query } from '../api.ts';
+import { query } from '../api.ts';
 import { listDevices, listUsers } from '../objects.ts';
 import { Badge, Chips, formatBytes, LoadState, PageHeader, Table, Time, useLoad } from '../ui.tsx';
-import { FilterBar, isoOf } from './filters.tsx';
+import { FilterBar, filterQuery, LoadOlder, useEventPages, useFilters } from './filters.tsx';
 import type { FilterField } from './filters.tsx';
 
 interface AccessEvent {
@@ -26,8 +25,6 @@ interface AccessEvent {
   closeReason?: string;
 }
 
-interface Page { events: AccessEvent[]; next?: string }
-
 const FIELDS: FilterField[] = [
   { key: 'user', label: 'User', placeholder: 'name or id' },
   { key: 'device', label: 'Device', placeholder: 'any' },
@@ -42,10 +39,6 @@ function decisionTone(decision: string) {
   return decision === 'allow' ? 'green' : decision === 'deny' ? 'red' : 'amber';
 }
 
-export function filterQuery(values: Record<string, string>): Record<string, string | undefined> {
-  return { ...values, since: isoOf(values.since), until: isoOf(values.until) };
-}
-
 /** Events name users and devices by id; people type names. */
 interface Directory { users: Map<string, string>; userIds: Map<string, string>; devices: Map<string, string> }
 
@@ -55,9 +48,8 @@ function eventQuery(values: Record<string, string>, directory: Directory | undef
 }
 
 export function EventsPage() {
-  const [draft, setDraft] = useState<Record<string, string>>({});
-  const [applied, setApplied] = useState<Record<string, string>>({});
-  const [older, setOlder] = useState<{ events: AccessEvent[]; next?: string }>({ events: [] });
+  const filters = useFilters();
+  const applied = filters.applied;
   const directory = useLoad(async (signal): Promise<Directory> => {
     const [users, devices] = await Promise.all([listUsers(signal), listDevices(signal)]);
     return {
@@ -67,29 +59,20 @@ export function EventsPage() {
     };
   }, []);
   const names = directory.data;
-  const loaded = useLoad(async (signal) => {
-    const page = await api<Page>('GET', `/events${query({ ...eventQuery(applied, names), limit: '100' })}`, { signal });
-    setOlder({ events: [], ...(page.next === undefined ? {} : { next: page.next }) });
-    return page;
-  }, [JSON.stringify(applied), names]);
-  const events = [...(loaded.data?.events ?? []), ...older.events];
-  const next = older.events.length > 0 ? older.next : loaded.data?.next;
+  const pages = useEventPages<AccessEvent>('/events', eventQuery(applied, names), [JSON.stringify(applied), names]);
   const exportHref = `/api/v1/events/export${query(eventQuery(applied, names))}`;
   return (
     <>
       <PageHeader title="Events" description="Every decision the access tiers made: who, from which device, to which service, allowed or denied and why. Newest first." />
       <FilterBar
         fields={FIELDS}
-        values={draft}
-        onChange={(key, value) => setDraft((d) => ({ ...d, [key]: value }))}
-        onSubmit={() => setApplied(draft)}
-        onReset={() => { setDraft({}); setApplied({}); }}
+        {...filters.bar}
         actions={<a className="button button-ghost" href={exportHref} download="causeway-events.jsonl">Export JSON lines</a>}
       />
-      <LoadState loaded={loaded}>
+      <LoadState loaded={pages.loaded}>
         <Table
           label="Access events"
-          rows={events}
+          rows={pages.events}
           rowKey={(e) => e.id}
           empty="No events match."
           columns={[
@@ -105,13 +88,7 @@ export function EventsPage() {
             { header: 'Traffic', className: 'num', cell: (e) => (e.bytesUp === undefined && e.bytesDown === undefined ? <span className="muted">—</span> : <span className="small">↑ {formatBytes(e.bytesUp)} ↓ {formatBytes(e.bytesDown)}</span>) },
           ]}
         />
-        {next === undefined ? null : (
-          <div className="load-more">
-            <button type="button" className="button button-ghost" onClick={() => {
-              void api<Page>('GET', `/events${query({ ...eventQuery(applied, names), limit: '100', cursor: next })}`).then((page) => setOlder((o) => ({ events: [...o.events, ...page.events], ...(page.next === undefined ? {} : { next: page.next }) })));
-            }}>Load older events</button>
-          </div>
-        )}
+        <LoadOlder pages={pages} />
       </LoadState>
     </>
   );
