@@ -474,7 +474,16 @@ void describe('kube proxy upgrades', () => {
       void req;
     };
     const token = await h.token({ device: 'dev-9' });
+    const received: Buffer[] = [];
+    const echo = h.backend.onUpgrade;
+    h.backend.onUpgrade = (req, socket: Duplex, head: Buffer) => {
+      if (head.length > 0) received.push(head);
+      socket.on('data', (c: Buffer) => received.push(c));
+      echo(req, socket, head);
+    };
     const answer = await rawExchange(h, [spdyExec(token), 'hello from stdin'], { gapMs: 200, waitMs: 1500 });
+    assert.equal(Buffer.concat(received).toString('latin1'), 'hello from stdin', 'the API server gets exactly the client\'s stream bytes, no body framing');
+    assert.deepEqual(recorded(h.backend.requests[0], 'transfer-encoding'), []);
     assert.equal(statusOf(answer.text), 101);
     assert.match(answer.text, /X-Stream-Protocol-Version: v4\.channel\.k8s\.io/);
     assert.match(answer.text, /HELLO FROM STDIN/);

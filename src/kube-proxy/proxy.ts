@@ -569,7 +569,10 @@ class KubeProxyServer implements KubeProxy {
     const token = this.#backendToken();
     let headers: string[];
     try {
-      headers = this.#outgoingHeaders(req, admitted, token, [['Connection', 'Upgrade'], ['Upgrade', check.upgrade]], false);
+      // kubectl's SPDY upgrade is a POST: without an explicit empty body Node would frame one as chunked
+      // and its closing `0\r\n\r\n` would be read as the first bytes of the upgraded stream.
+      const framing: Array<[string, string]> = method.toUpperCase() === 'GET' ? [] : [['Content-Length', '0']];
+      headers = this.#outgoingHeaders(req, admitted, token, [['Connection', 'Upgrade'], ['Upgrade', check.upgrade], ...framing], false);
     } catch (err) {
       this.#logger.error({ err }, 'refused to forward an upgrade without impersonation');
       return deny(500, 'no-impersonation', 'the kube proxy refused to forward this request without impersonation', prepared.rawPath, prepared.info, admitted.who);
