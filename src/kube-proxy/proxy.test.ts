@@ -440,6 +440,9 @@ void describe('kube proxy upgrades', () => {
       request('GET', '/api/v1/namespaces/default/pods/web-0/exec?command=ls', [['Authorization', `Bearer ${token}`], ['Connection', 'Upgrade'], ['Upgrade', 'websocket'], ['Sec-WebSocket-Protocol', 'evil.protocol']], { close: false }),
       spdyExec(token, []).replace('X-Stream-Protocol-Version: v4.channel.k8s.io', 'X-Stream-Protocol-Version: something.else'),
       request('GET', '/api/v1/pods', [['Authorization', `Bearer ${token}`], ['Upgrade', 'h2c']], { close: false }),
+      spdyExec(token, [['Content-Length', '5']]) + 'hello',
+      spdyExec(token, [['Upgrade', 'websocket']]),
+      spdyExec(token, [], '/apis/apps/v1/namespaces/default/pods/web-0/exec?command=ls'),
     ];
     for (const raw of cases) {
       const answer = await rawExchange(h, [raw]);
