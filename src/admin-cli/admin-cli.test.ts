@@ -7,8 +7,6 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate, createHash } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer as createNetServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
@@ -19,6 +17,7 @@ import { silentLogger } from '../lib/log.ts';
 import { startServer } from '../control-plane/command.ts';
 import type { RunningServer } from '../control-plane/command.ts';
 import { registerAdminCommands } from './index.ts';
+import { freePort } from '../../test/kit/ports.ts';
 
 let dir: string;
 let server: RunningServer;
@@ -26,14 +25,6 @@ let env: NodeJS.ProcessEnv;
 let adminToken: string;
 
 /** A port nothing listens on now, so the server's public URL (and the join command) names the real one. */
-async function freePort(): Promise<number> {
-  const probe = createNetServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
-}
-
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'causeway-admin-cli-'));
   const port = await freePort();

@@ -18,6 +18,7 @@ import type { Agent, AgentOptions, AgentServices, Intervals } from './agent.ts';
 import type { CatalogEntry } from './catalog.ts';
 import { DeviceFiles } from './device-files.ts';
 import type { Timers } from './trust-renewal.ts';
+import { freePort } from '../../test/kit/ports.ts';
 
 const CA = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
 
@@ -35,14 +36,6 @@ function entry(name: string, over: Partial<CatalogEntry> = {}): CatalogEntry {
     access: { allowed: true, mode: 'enforcing', reasons: [], explanation: '', hints: [] },
     ...over,
   };
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 /** Intervals the test fires by hand. */

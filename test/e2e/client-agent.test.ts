@@ -26,9 +26,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants, existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { delimiter, dirname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { agentRequest, agentStatus } from '../../src/client/agent-client.ts';
@@ -42,6 +41,8 @@ import { startFakeKube } from '../kit/fake-kube/index.ts';
 import type { FakeKube } from '../kit/fake-kube/index.ts';
 import { kubectlBinaries, repoRoot, runKubectl } from '../kit/kubectl.ts';
 import type { KubectlBinary, KubectlResult } from '../kit/kubectl.ts';
+import { freePort } from '../kit/ports.ts';
+import { makeUserHome } from '../kit/user-home.ts';
 
 const binaries: KubectlBinary[] = await kubectlBinaries();
 const SECOND = 'e2e-k8s-2';
@@ -72,14 +73,6 @@ let managedConfig: string;
 let port1: number;
 let port2: number;
 const agentPids = new Set<number>();
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 function cliEnv(): Record<string, string> {
   // No CAUSEWAY_HOME: the CLI and the agent find the client's home under HOME, as kubectl's exec plugin will.
@@ -180,14 +173,7 @@ before(async () => {
   // Laptops the user owns are trusted without conditions here: the agent reports this machine's real posture
   // in the background, which must not decide these tests (device trust has its own e2e).
   await system.put('TrustProfile', 'laptops', { appliesTo: { ownership: ['other'] }, staleAfter: '15m', factors: [] });
-  userHome = join(system.dir, 'user-home');
-  await mkdir(userHome, { mode: 0o700 });
-  await chmod(userHome, 0o700);
-  home = join(userHome, '.config', 'causeway');
-  await mkdir(home, { recursive: true, mode: 0o700 });
-  const kubeDir = join(userHome, '.kube');
-  await mkdir(kubeDir, { recursive: true, mode: 0o700 });
-  kubeconfig = join(kubeDir, 'config');
+  ({ userHome, home, kubeconfig } = await makeUserHome(join(system.dir, 'user-home')));
   managedConfig = join(system.dir, 'client.yaml');
   await writeFile(managedConfig, '{}\n', { mode: 0o600 });
   // The user's own kubeconfig: an unrelated cluster, and the clusters' own credentials as users named after them

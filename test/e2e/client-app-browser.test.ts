@@ -18,8 +18,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
-import net from 'node:net';
+import { readFile, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { delimiter, dirname, join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -33,6 +32,8 @@ import { startFakeKube } from '../kit/fake-kube/index.ts';
 import type { FakeKube } from '../kit/fake-kube/index.ts';
 import { kubectlBinaries, runKubectl } from '../kit/kubectl.ts';
 import type { KubectlBinary, KubectlResult } from '../kit/kubectl.ts';
+import { freePort } from '../kit/ports.ts';
+import { makeUserHome } from '../kit/user-home.ts';
 
 const binaries: KubectlBinary[] = await kubectlBinaries();
 const REBIND = 'rebind.causeway.test';
@@ -56,14 +57,6 @@ let evil: http.Server;
 let evilOrigin: string;
 const contexts: BrowserContext[] = [];
 let agentPid: number | undefined;
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 function kubectl(bin: KubectlBinary): Promise<KubectlResult> {
   // Only PATH, HOME and KUBECONFIG: no proxy or Causeway environment; the kubeconfig has the proxy-url and the exec plugin.
@@ -95,13 +88,7 @@ before(async () => {
   // Laptops the user owns are trusted without conditions here: the agent reports this machine's real posture
   // in the background, which must not decide these tests (device trust has its own e2e).
   await system.put('TrustProfile', 'laptops', { appliesTo: { ownership: ['other'] }, staleAfter: '15m', factors: [] });
-  userHome = join(system.dir, 'user-home-app');
-  await mkdir(userHome, { mode: 0o700 });
-  await chmod(userHome, 0o700);
-  home = join(userHome, '.config', 'causeway');
-  await mkdir(home, { recursive: true, mode: 0o700 });
-  await mkdir(join(userHome, '.kube'), { recursive: true, mode: 0o700 });
-  kubeconfig = join(userHome, '.kube', 'config');
+  ({ userHome, home, kubeconfig } = await makeUserHome(join(system.dir, 'user-home-app')));
   // The user's kubeconfig has something of their own already.
   await writeFile(kubeconfig, 'apiVersion: v1\nkind: Config\nusers:\n- name: someone\n  user:\n    token: not-for-this-cluster\n', { mode: 0o600 });
   await system.login(home);

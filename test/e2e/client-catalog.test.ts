@@ -18,14 +18,13 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { chmod, readFile, rm, writeFile } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
-import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { kubectlBinaries, repoRoot, runKubectl } from '../kit/kubectl.ts';
 import type { KubectlBinary } from '../kit/kubectl.ts';
 import { DOMAIN, PASSWORD, SERVICE, newHome, startDeviceSystem, until, writeIn } from '../kit/device-system.ts';
 import type { CliResult, DeviceSystem } from '../kit/device-system.ts';
+import { freePort } from '../kit/ports.ts';
 
 const binaries: KubectlBinary[] = await kubectlBinaries();
 const BIN = join(repoRoot, 'bin', 'causeway.js');
@@ -46,14 +45,6 @@ let marker: string;
 let kubeListenPort: number;
 let secondListenPort: number;
 let kubeCaPem: string;
-
-async function freePort(): Promise<number> {
-  const probe = createNetServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
-}
 
 async function causeway(args: string[], env: Record<string, string> = {}, stdin?: string): Promise<CliResult> {
   return system.cli(args, { env: { CAUSEWAY_HOME: home, ...env }, ...(stdin === undefined ? {} : { stdin }) });

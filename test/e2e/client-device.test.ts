@@ -13,8 +13,6 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
 import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
-import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -31,6 +29,7 @@ import type { DeviceIo } from '../../src/client/device-command.ts';
 import { trustFromFiles } from '../../src/client/command.ts';
 import { renewalTime, startTrustRenewal } from '../../src/client/trust-renewal.ts';
 import type { Timers } from '../../src/client/trust-renewal.ts';
+import { freePort } from '../kit/ports.ts';
 
 const PASSWORD = 'correct horse battery staple';
 const GOOD: FactorValues = { diskEncryption: true, firewall: true, osVersion: '24.04', osDistribution: 'ubuntu' };
@@ -42,14 +41,6 @@ let caFile: string;
 let adminToken: string;
 let server: RunningServer | undefined;
 let factors: FactorValues = GOOD;
-
-async function freePort(): Promise<number> {
-  const probe = createNetServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
-}
 
 interface Run {
   out: string[];

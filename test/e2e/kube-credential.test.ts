@@ -17,8 +17,6 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
-import type { AddressInfo } from 'node:net';
-import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { silentLogger } from '../../src/lib/log.ts';
@@ -30,6 +28,7 @@ import { startFakeKube } from '../kit/fake-kube/index.ts';
 import type { FakeKube, RecordedRequest } from '../kit/fake-kube/index.ts';
 import { kubectlBinaries, repoRoot, runKubectl, writeKubeconfig } from '../kit/kubectl.ts';
 import type { KubectlBinary } from '../kit/kubectl.ts';
+import { freePort } from '../kit/ports.ts';
 
 const PASSWORD = 'correct horse battery staple';
 const BIN = join(repoRoot, 'bin', 'causeway.js');
@@ -44,14 +43,6 @@ let adminToken: string;
 let server: RunningServer | undefined;
 let kube: FakeKube | undefined;
 let kubectls: KubectlBinary[];
-
-async function freePort(): Promise<number> {
-  const probe = createNetServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port: p } = probe.address() as AddressInfo;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return p;
-}
 
 async function start(kubeTokenTtl: number): Promise<RunningServer> {
   return startServer(

@@ -12,8 +12,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
-import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -35,6 +33,7 @@ import { registerProxyCommand } from '../../src/client/command.ts';
 import type { ClientProxy } from '../../src/client/proxy.ts';
 import { startPostureReporting } from '../../src/client/posture-reporting.ts';
 import type { PostureReportResult, PostureReporting } from '../../src/client/posture-reporting.ts';
+import { freePort } from '../kit/ports.ts';
 
 const PASSWORD = 'correct horse battery staple';
 const GOOD: FactorValues = { diskEncryption: true, firewall: true, osVersion: '24.04', osDistribution: 'ubuntu' };
@@ -47,14 +46,6 @@ let adminToken: string;
 let server: RunningServer | undefined;
 let factors: FactorValues = GOOD;
 let collected = 0;
-
-async function freePort(): Promise<number> {
-  const probe = createNetServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
-}
 
 function deviceIo(home: string): DeviceIo {
   return {

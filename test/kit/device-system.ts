@@ -24,8 +24,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
-import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -59,6 +57,7 @@ import { makeServerCert, makeTestCa } from './certs.ts';
 import { startFakeKube } from './fake-kube/index.ts';
 import type { FakeKube, FakeKubeOptions } from './fake-kube/index.ts';
 import { repoRoot, writeKubeconfig } from './kubectl.ts';
+import { freePort } from './ports.ts';
 
 export const PASSWORD = 'correct horse battery staple';
 export const DOMAIN = 'kube.devices.causeway.test';
@@ -156,14 +155,6 @@ export interface DeviceSystemOptions {
     /** The fake API's stand-in for RBAC, asked with the impersonated user. */
     authorize?: FakeKubeOptions['authorize'];
   };
-}
-
-async function freePort(): Promise<number> {
-  const probe = createNetServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
 }
 
 /** Polls until `check` holds; fails (never hangs) after timeoutMs. */
