@@ -25,6 +25,7 @@
  * decision, not an access.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { CatalogAccess, CatalogEntry } from '../../lib/catalog.ts';
 import type { Clock } from '../../lib/clock.ts';
 import { deviceState, userState } from '../../lib/config/wire.ts';
 import { compilePolicies, describeDecision, evaluate } from '../../lib/policy/index.ts';
@@ -40,29 +41,6 @@ import { errorResponses, ID_PATTERN } from './schemas.ts';
 export interface MeServiceRoutesDeps {
   store: Pick<Store, 'getUser' | 'getDevice' | 'listObjects'>;
   clock: Clock;
-}
-
-export interface CatalogAccessView {
-  allowed: boolean;
-  mode: string;
-  reasons: string[];
-  explanation: string;
-  hints: string[];
-}
-
-export interface CatalogEntryView {
-  name: string;
-  description?: string;
-  link?: string;
-  type: 'kubernetes' | 'tcp';
-  domain: string;
-  port: number;
-  autorun: boolean;
-  client: { listenPort: number; allowUserOverride: boolean };
-  accessTiers: Array<{ name: string; address: string }>;
-  kubernetes: { clusterName: string; caPublicKey: string; authentication: 'oidc' | 'cluster' } | null;
-  proxy: { mode: 'chain' | 'tcp'; allowPatterns?: unknown[] };
-  access: CatalogAccessView;
 }
 
 const stringArray = { type: 'array', items: { type: 'string' } } as const;
@@ -169,7 +147,7 @@ export function meServiceRoutes(app: FastifyInstance, deps: MeServiceRoutesDeps)
 }
 
 /** The decision as the catalog shows it: codes, details (hints) and one sentence. */
-export function accessView(decision: PolicyDecision): CatalogAccessView {
+export function accessView(decision: PolicyDecision): CatalogAccess {
   return {
     allowed: decision.effect !== 'deny',
     mode: decision.mode,
@@ -179,12 +157,12 @@ export function accessView(decision: PolicyDecision): CatalogAccessView {
   };
 }
 
-function entryView(service: ServiceSpec, tiers: AccessTierSpec[], access: CatalogAccessView): CatalogEntryView {
+function entryView(service: ServiceSpec, tiers: AccessTierSpec[], access: CatalogAccess): CatalogEntry {
   const { spec, metadata } = service;
   const wanted = spec.accessTier;
   const chosen = wanted === '*' ? tiers.filter((t) => t.spec.cluster === spec.cluster) : tiers.filter((t) => t.metadata.name === wanted);
   const tcp = spec.type === 'tcp' && spec.backend.target !== undefined && spec.backend.httpConnect !== true;
-  const entry: CatalogEntryView = {
+  const entry: CatalogEntry = {
     name: metadata.name,
     type: spec.type,
     domain: spec.domain,
