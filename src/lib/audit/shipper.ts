@@ -4,7 +4,7 @@
  * but a 2xx with a well-formed answer is an error, and the spool keeps the batch and retries it.
  */
 import { CausewayError } from '../errors.ts';
-import { describeErrorBody, keepAliveAgent, requestControlPlane } from '../enroll/transport.ts';
+import { agentPerCertificate, describeErrorBody, requestControlPlane } from '../enroll/transport.ts';
 import type { ControlPlaneFetch, PeerTlsMaterial } from '../enroll/transport.ts';
 import type { AuditEvent } from './event.ts';
 import type { EventBatchSender } from './spool.ts';
@@ -22,14 +22,7 @@ export interface HttpEventSenderOptions {
 export function httpEventSender(options: HttpEventSenderOptions): EventBatchSender {
   const fetch = options.fetch ?? requestControlPlane;
   // One kept-alive connection per certificate: a renewal brings a new agent, the old one is dropped.
-  let agent: { material: PeerTlsMaterial; agent: ReturnType<typeof keepAliveAgent> } | undefined;
-  const agentFor = (material: PeerTlsMaterial): ReturnType<typeof keepAliveAgent> => {
-    if (agent?.material !== material) {
-      agent?.agent.destroy();
-      agent = { material, agent: keepAliveAgent(material) };
-    }
-    return agent.agent;
-  };
+  const { agentFor } = agentPerCertificate();
   return async (events: AuditEvent[]): Promise<EventBatchResult> => {
     const tls = options.tls();
     const answer = await fetch({ baseUrl: options.controlPlaneUrl, path: EVENTS_BATCH_PATH, method: 'POST', body: { events }, tls, agent: agentFor(tls), timeoutMs: options.timeoutMs ?? 15_000 });

@@ -128,6 +128,27 @@ export function keepAliveAgent(tls: PeerTlsMaterial): HttpsAgent {
   return new HttpsAgent({ keepAlive: true, maxSockets: 2, keepAliveMsecs: 10_000, ...controlPlaneTlsOptions(tls) });
 }
 
+/**
+ * One keepAliveAgent per certificate, for a sender whose material can be renewed: `agentFor` returns the agent
+ * of the material it is given, making a new one (and destroying the old) when the material changed.
+ */
+export function agentPerCertificate(): { agentFor: (material: PeerTlsMaterial) => HttpsAgent; destroy: () => void } {
+  let current: { material: PeerTlsMaterial; agent: HttpsAgent } | undefined;
+  return {
+    agentFor: (material) => {
+      if (current?.material !== material) {
+        current?.agent.destroy();
+        current = { material, agent: keepAliveAgent(material) };
+      }
+      return current.agent;
+    },
+    destroy: () => {
+      current?.agent.destroy();
+      current = undefined;
+    },
+  };
+}
+
 /** Opens a request; resolves with the response head, the body still to be read. */
 export function openControlPlaneRequest(req: ControlPlaneRequest): Promise<{ response: IncomingMessage; abort: () => void }> {
   const url = controlPlaneUrl(req.baseUrl, req.path);

@@ -13,7 +13,7 @@
  * Timers are the global ones (unref'd), so tests drive them with node:test's mock timers.
  */
 import { CausewayError, errorMessage } from '../errors.ts';
-import { describeErrorBody, keepAliveAgent, requestControlPlane } from '../enroll/transport.ts';
+import { agentPerCertificate, describeErrorBody, requestControlPlane } from '../enroll/transport.ts';
 import type { ControlPlaneFetch, PeerTlsMaterial } from '../enroll/transport.ts';
 import { silentLogger } from '../log.ts';
 import type { Logger } from '../log.ts';
@@ -129,25 +129,17 @@ export interface HttpReportSenderOptions {
 /** `POST /api/v1/peers/report` with the peer's current certificate over one kept-alive connection. */
 export function httpReportSender(options: HttpReportSenderOptions): ReportSender & { close(): void } {
   const fetch = options.fetch ?? requestControlPlane;
-  let agent: { material: PeerTlsMaterial; agent: ReturnType<typeof keepAliveAgent> } | undefined;
-  const agentFor = (material: PeerTlsMaterial): ReturnType<typeof keepAliveAgent> => {
-    if (agent?.material !== material) {
-      agent?.agent.destroy();
-      agent = { material, agent: keepAliveAgent(material) };
-    }
-    return agent.agent;
-  };
+  const agents = agentPerCertificate();
   const send = async (report: PeerReport, signal: AbortSignal): Promise<void> => {
     const tls = options.tls();
-    const answer = await fetch({ baseUrl: options.controlPlaneUrl, path: PEER_REPORT_PATH, method: 'POST', body: report, tls, agent: agentFor(tls), timeoutMs: options.timeoutMs ?? 10_000, signal });
+    const answer = await fetch({ baseUrl: options.controlPlaneUrl, path: PEER_REPORT_PATH, method: 'POST', body: report, tls, agent: agents.agentFor(tls), timeoutMs: options.timeoutMs ?? 10_000, signal });
     if (answer.status < 200 || answer.status > 299) {
       throw new CausewayError('PEER_REPORT_FAILED', `the control plane did not take the live report: ${answer.status} (${describeErrorBody(answer.body)})`, { retryable: true });
     }
   };
   return Object.assign(send, {
     close() {
-      agent?.agent.destroy();
-      agent = undefined;
+      agents.destroy();
     },
   });
 }
