@@ -15,7 +15,7 @@
  * one, else this script with this Node), with CAUSEWAY_HOME, KUBECONFIG and CAUSEWAY_CLIENT_CONFIG as
  * they are set now.
  */
-import { accessSync, constants as fsConstants, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -37,7 +37,7 @@ import { defaultDeviceIo, deviceContext } from './device-command.ts';
 import type { DeviceIo } from './device-command.ts';
 import { systemBrowserOpener } from './identity-command.ts';
 import { describeIgnored, loadClientSettings } from './settings.ts';
-import { kubeconfigPath, resolveCausewayCommand, writeKubeconfigEntries } from './kubeconfig.ts';
+import { isExecutable, kubeconfigPath, resolveCausewayCommand, writeKubeconfigEntries } from './kubeconfig.ts';
 
 /** What the commands touch outside themselves; tests replace parts. */
 export interface AgentCommandIo {
@@ -148,15 +148,6 @@ function parsePortFlag(value: string): number {
 function parseOutputFlag(value: string): 'json' {
   if (value !== 'json') throw new InvalidArgumentError('must be json');
   return value;
-}
-
-function isExecutable(file: string): boolean {
-  try {
-    accessSync(file, fsConstants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** The program and arguments that run this causeway: the one on PATH, else this script (with this Node). */

@@ -19,7 +19,6 @@
  * autorun services are written (the hidden catalog is not written out either).
  * `kubeconfig --print SERVICE` prints that service's entries as a kubeconfig and writes nothing.
  */
-import { accessSync, constants as fsConstants } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import { InvalidArgumentError } from 'commander';
@@ -33,7 +32,7 @@ import { fetchCatalog, findEntry } from './catalog.ts';
 import type { CatalogContext, CatalogEntry } from './catalog.ts';
 import { defaultDeviceIo, deviceContext } from './device-command.ts';
 import type { DeviceIo } from './device-command.ts';
-import { kubeconfigPath, renderKubeconfigEntries, resolveCausewayCommand, writeKubeconfigEntries } from './kubeconfig.ts';
+import { isExecutable, kubeconfigPath, renderKubeconfigEntries, resolveCausewayCommand, writeKubeconfigEntries } from './kubeconfig.ts';
 import type { KubeconfigEntryInput, KubeconfigTarget, KubeconfigWriteResult } from './kubeconfig.ts';
 import { describeIgnored, loadClientSettings } from './settings.ts';
 import type { LoadedSettings } from './settings.ts';
@@ -54,15 +53,6 @@ export interface CatalogCommandIo {
   device?: Partial<DeviceIo>;
   /** Replaces the catalog context (tests). */
   catalogContext?: CatalogContext;
-}
-
-function isExecutable(file: string): boolean {
-  try {
-    accessSync(file, fsConstants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 const defaultIo: CatalogCommandIo = {

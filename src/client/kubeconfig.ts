@@ -25,7 +25,7 @@
  * exclusive lock file `<file>.causeway.lock` (stale after 30 s).
  */
 import { randomBytes } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
+import { accessSync, constants as fsConstants } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { isMap, isScalar, isSeq, parseDocument, stringify } from 'yaml';
@@ -87,6 +87,16 @@ export function kubeconfigPath(env: NodeJS.ProcessEnv, homedir: string): string 
   const list = env.KUBECONFIG ?? '';
   const first = list.split(path.delimiter).find((p) => p !== '');
   return path.resolve(first ?? path.join(homedir, '.kube', 'config'));
+}
+
+/** Whether this process may execute `file` (the check resolveCausewayCommand is given by the commands). */
+export function isExecutable(file: string): boolean {
+  try {
+    accessSync(file, fsConstants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -25,14 +25,14 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { accessSync, constants as fsConstants, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { delimiter, dirname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { agentRequest, agentStatus } from '../../src/client/agent-client.ts';
 import type { AgentStatus } from '../../src/client/agent-client.ts';
-import { resolveCausewayCommand } from '../../src/client/kubeconfig.ts';
+import { isExecutable, resolveCausewayCommand } from '../../src/client/kubeconfig.ts';
 import { jwtPayload } from '../../src/lib/session/index.ts';
 import { makeServerCert, makeTestCa } from '../kit/certs.ts';
 import { DOMAIN, SERVICE, startDeviceSystem, until } from '../kit/device-system.ts';
@@ -114,14 +114,6 @@ async function readKubeconfig(): Promise<KubeconfigFile> {
 
 /** The exec plugin command the agent writes for this environment (kubeconfig.ts resolveCausewayCommand). */
 function expectedPlugin(): { command: string; args: string[] } {
-  const isExecutable = (file: string): boolean => {
-    try {
-      accessSync(file, fsConstants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  };
   return resolveCausewayCommand({ pathEnv: USER_PATH, script: BIN, execPath: process.execPath, isExecutable });
 }
 
