@@ -30,6 +30,7 @@ import { systemClock } from '../lib/clock.ts';
 import { checkPeerCertificate } from '../lib/pki/index.ts';
 import type { CertType, CertificateAuthority, PeerCheck, PeerCheckOptions } from '../lib/pki/index.ts';
 import { ApiError, sendError } from './api/errors.ts';
+import type { Grant } from './identity/admin-binding.ts';
 import type { ApiTokenScope, Store } from './store/index.ts';
 
 /** `none`: authenticated, but no AdminBinding matches (only `access: 'user'` routes). */
@@ -65,6 +66,23 @@ export interface Principal {
   expiresAt?: string | null;
   /** Recorded as the actor of their changes: `token:<id>` or `user:<name>`. */
   actor: string;
+}
+
+/**
+ * The principal of a logged-in user (a console session or an OIDC access token, the same rights either way):
+ * their grant from the AdminBindings, until `expiresAt`.
+ */
+export function sessionPrincipal(user: { id: string; name: string }, grant: Grant, expiresAt: string): Principal {
+  return {
+    method: 'session',
+    id: user.id,
+    name: user.name,
+    scope: grant.scope,
+    ...(grant.kinds === undefined ? {} : { kinds: grant.kinds }),
+    bindings: grant.bindings,
+    expiresAt,
+    actor: `user:${user.name}`,
+  };
 }
 
 /** Whether the principal is an admin without a kinds restriction. */

@@ -21,6 +21,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import { ApiError } from '../api/errors.ts';
+import { sessionPrincipal } from '../auth.ts';
 import type { Authenticator, AuthOutcome, Principal } from '../auth.ts';
 import type { Grant } from '../identity/admin-binding.ts';
 import type { ConsoleSessionRecord, Store, UserRecord } from '../store/index.ts';
@@ -125,17 +126,7 @@ export async function consoleCaller(request: FastifyRequest, deps: ConsoleSessio
 }
 
 export function principalOfCaller(caller: ConsoleCaller): Principal {
-  const { user, grant, session } = caller;
-  return {
-    method: 'session',
-    id: user.id,
-    name: user.name,
-    scope: grant.scope,
-    ...(grant.kinds === undefined ? {} : { kinds: grant.kinds }),
-    bindings: grant.bindings,
-    expiresAt: session.expiresAt,
-    actor: `user:${user.name}`,
-  };
+  return sessionPrincipal(caller.user, caller.grant, caller.session.expiresAt);
 }
 
 /**

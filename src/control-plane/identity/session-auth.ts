@@ -13,8 +13,8 @@
  */
 import type { Clock } from '../../lib/clock.ts';
 import { systemClock } from '../../lib/clock.ts';
-import { API_TOKEN_PREFIX, bearerValue } from '../auth.ts';
-import type { Authenticator, AuthOutcome, Principal } from '../auth.ts';
+import { API_TOKEN_PREFIX, bearerValue, sessionPrincipal } from '../auth.ts';
+import type { Authenticator, AuthOutcome } from '../auth.ts';
 import type { Store } from '../store/index.ts';
 import { parseStoredBinding, resolveGrant } from './admin-binding.ts';
 import type { Grant, NamedBinding } from './admin-binding.ts';
@@ -95,18 +95,7 @@ export function sessionAuthenticator(options: SessionAuthenticatorOptions): Sess
       if (!Number.isFinite(token.expiresAt) || token.expiresAt * 1000 <= clock.now()) return { kind: 'invalid' };
       const user = await store.getUser(token.accountId);
       if (user === undefined || user.disabled) return { kind: 'invalid' };
-      const grant = await grantOf(user);
-      const principal: Principal = {
-        method: 'session',
-        id: user.id,
-        name: user.name,
-        scope: grant.scope,
-        ...(grant.kinds === undefined ? {} : { kinds: grant.kinds }),
-        bindings: grant.bindings,
-        expiresAt: new Date(token.expiresAt * 1000).toISOString(),
-        actor: `user:${user.name}`,
-      };
-      return { kind: 'ok', principal };
+      return { kind: 'ok', principal: sessionPrincipal(user, await grantOf(user), new Date(token.expiresAt * 1000).toISOString()) };
     },
     close() {
       closed = true;
