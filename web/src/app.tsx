@@ -19,6 +19,7 @@ import { DeviceManagersPage } from './pages/device-managers.tsx';
 import { SessionsPage } from './pages/sessions.tsx';
 import { EventsPage } from './pages/events.tsx';
 import { AuditPage } from './pages/audit.tsx';
+import { KubeEventsPage } from './pages/kube-events.tsx';
 import { YamlEditPage } from './pages/yaml-edit.tsx';
 
 interface PageEntry {
@@ -35,7 +36,7 @@ export const SECTIONS: Section[] = [
   { title: 'Directory', pages: [{ path: '/users', title: 'Users' }, { path: '/devices', title: 'Devices' }, { path: '/roles', title: 'Roles' }] },
   { title: 'Private access', pages: [{ path: '/policies', title: 'Policies' }, { path: '/services', title: 'Services' }, { path: '/network', title: 'Access tiers & connectors' }] },
   { title: 'Trust', pages: [{ path: '/trust-profiles', title: 'Trust profiles' }, { path: '/device-managers', title: 'Device managers' }] },
-  { title: 'Activity', pages: [{ path: '/sessions', title: 'Live sessions' }, { path: '/events', title: 'Events' }, { path: '/audit', title: 'Audit log' }] },
+  { title: 'Activity', pages: [{ path: '/sessions', title: 'Live sessions' }, { path: '/events', title: 'Events' }, { path: '/kubernetes', title: 'Kubernetes' }, { path: '/audit', title: 'Audit log' }] },
 ];
 
 function sectionOf(path: string): Section {
@@ -61,6 +62,7 @@ function route(path: string): ReactNode {
     case 'device-managers': return name === undefined ? <DeviceManagersPage /> : <YamlEditPage kind="DeviceManager" name={name === 'new' ? undefined : name} back="/device-managers" />;
     case 'sessions': return <SessionsPage />;
     case 'events': return <EventsPage />;
+    case 'kubernetes': return <KubeEventsPage />;
     case 'audit': return <AuditPage />;
     default: return <NotFound />;
   }
