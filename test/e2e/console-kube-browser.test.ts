@@ -10,7 +10,8 @@
  * test is about the console page, the kubectl matrix is test/e2e/kube-proxy.test.ts's); once their
  * kube events reached the control plane, ann (an AdminBinding admin) logs in through the console login
  * page, opens Kubernetes and sees the list request and the exec session with its command; the type
- * and verb filters narrow the list. The page is screenshotted into test-results/screenshots/.
+ * and verb filters narrow the list; markup in a command is shown as text (CP-05). The page is screenshotted
+ * into test-results/screenshots/ before the markup exec, so the screenshot shows the plain run.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -27,6 +28,8 @@ import { kubectlBinaries, repoRoot, runKubectl } from '../kit/kubectl.ts';
 
 const SCREENSHOTS = join(repoRoot, 'test-results', 'screenshots');
 const BUILT = join(repoRoot, 'dist', 'web', 'index.html');
+/** Markup that runs script if it is ever parsed as HTML (no single quote, so the page shows it in one pair of quotes). */
+const XSS = '<img src=x onerror="window.__xss=1;alert(1)"><script>window.__xss=2;alert(2)</script><b>bold</b>';
 
 let system: DeviceSystem;
 let browser: TestBrowser;
@@ -154,6 +157,22 @@ void test('Activity › Kubernetes lists alice\'s kubectl get pods and her exec 
     await page.getByRole('button', { name: 'Reset' }).click();
     await until(async () => (await shownRows(page)).includes(list.id), 30_000, 'Reset shows every event again');
     await applyFilter(page, 'verb', 'list', list.id, session.id);
+
+    // CP-05: a command is the user's text; markup in it is shown as text and never runs.
+    const dialogs: string[] = [];
+    page.on('dialog', (dialog) => {
+      dialogs.push(dialog.message());
+      void dialog.dismiss();
+    });
+    const markup = await kubectl(['exec', 'web-0', '--', 'echo', XSS]);
+    assert.equal(markup.code, 0, markup.stderr);
+    const marked = await waitForKubeEvent({ type: 'kube-session', device: deviceId }, (e) => e.command?.join(' ') === `echo ${XSS}`, 'the exec session with markup in its command');
+    await page.goto(`${origin}/kubernetes`);
+    await page.locator(`tr[data-row="${marked.id}"]`).waitFor();
+    assert.equal(await page.locator(`tr[data-row="${marked.id}"] code.kube-command`).innerText(), `echo '${XSS}'`, 'the command, quoted, as text');
+    assert.equal(await page.locator(`tr[data-row="${marked.id}"] img, tr[data-row="${marked.id}"] script, tr[data-row="${marked.id}"] b`).count(), 0, 'no element made from the command');
+    assert.deepEqual(dialogs, [], 'a dialog opened: script from the command ran');
+    assert.equal(await page.evaluate<unknown>('window.__xss'), undefined, 'a payload set window.__xss');
     assert.deepEqual(refused, [], 'the CSP refused something the page tried to load or run');
   });
 });
