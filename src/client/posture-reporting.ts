@@ -19,6 +19,7 @@ import type { Logger } from '../lib/log.ts';
 import type { FetchLike } from '../lib/session/index.ts';
 import { reportPosture } from './device.ts';
 import type { DeviceContext, TrustVerdict } from './device.ts';
+import { unrefTimers } from './trust-renewal.ts';
 import type { Timers } from './trust-renewal.ts';
 
 export const DEFAULT_REPORT_INTERVAL_MS = 5 * 60_000;
@@ -27,16 +28,6 @@ export const DEFAULT_FIRST_REPORT_MS = 5_000;
 /** Each wait is the interval ± this fraction of it. */
 export const DEFAULT_REPORT_JITTER = 0.1;
 export const MIN_REPORT_INTERVAL_MS = 10_000;
-
-const realTimers: Timers = {
-  setTimeout: (fn, ms) => {
-    const t = setTimeout(fn, ms);
-    // The proxy's listeners keep the process alive; a pending report must not.
-    t.unref();
-    return t;
-  },
-  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
-};
 
 export interface PostureReportingOptions {
   ctx: DeviceContext;
@@ -79,7 +70,7 @@ export function trustCertAllowed(trust: TrustVerdict | null | undefined): boolea
 export function startPostureReporting(options: PostureReportingOptions): PostureReporting {
   const { ctx, clock } = options;
   const logger = options.logger.child({ component: 'posture-reporting' });
-  const timers = options.timers ?? realTimers;
+  const timers = options.timers ?? unrefTimers;
   const intervalMs = Math.max(MIN_REPORT_INTERVAL_MS, options.intervalMs ?? DEFAULT_REPORT_INTERVAL_MS);
   const firstDelayMs = Math.max(0, options.firstDelayMs ?? DEFAULT_FIRST_REPORT_MS);
   const jitter = Math.min(0.5, Math.max(0, options.jitter ?? DEFAULT_REPORT_JITTER));

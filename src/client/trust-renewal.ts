@@ -22,10 +22,10 @@ export interface Timers {
   clearTimeout(handle: unknown): void;
 }
 
-const realTimers: Timers = {
+/** Real timers that never keep the process alive on their own: the proxy's or agent's listeners do that. */
+export const unrefTimers: Timers = {
   setTimeout: (fn, ms) => {
     const t = setTimeout(fn, ms);
-    // The proxy's listeners keep the process alive; a pending renewal must not.
     t.unref();
     return t;
   },
@@ -57,7 +57,7 @@ export function renewalTime(trust: { issuedAt: number; notAfter: number }): numb
 export async function startTrustRenewal(options: TrustRenewalOptions): Promise<TrustRenewal> {
   const { ctx, clock } = options;
   const logger = options.logger.child({ component: 'trust-renewal' });
-  const timers = options.timers ?? realTimers;
+  const timers = options.timers ?? unrefTimers;
   const retryMs = options.retryMs ?? DEFAULT_RETRY_MS;
   let handle: unknown;
   let due: number | undefined;
