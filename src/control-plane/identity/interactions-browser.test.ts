@@ -160,6 +160,9 @@ void describe('the login page in Chromium', () => {
       const arrived = callback.next();
       await page.click('#go');
       assert.equal((await arrived).searchParams.get('from'), 'form');
+      // Let the callback page finish loading before the page is closed: closing it mid-navigation can
+      // leave page.close() waiting until the test times out.
+      await page.waitForURL((url) => url.pathname === '/callback', { waitUntil: 'load' });
     });
   });
 });
